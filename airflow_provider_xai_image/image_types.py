@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import hashlib
+from typing import IO, NamedTuple
+
+from airflow_provider_xai_image.exceptions import XaiImageError
 
 
 class ImageType(NamedTuple):
@@ -29,3 +32,47 @@ def sniff_image_type(header: bytes) -> ImageType | None:
                 continue
             return image_type
     return None
+
+
+#: Largest image accepted, downloaded or inline.
+MAX_IMAGE_BYTES = 50 * 1024 * 1024
+
+
+class VerifiedImage(NamedTuple):
+    image_type: ImageType
+    size: int
+    sha256: str
+
+
+class ImageWriter:
+    """Writes image bytes to ``sink`` chunk by chunk, checking the magic number and the size cap,
+    and hashing as it goes.
+
+    :param sink: A binary file to write to.
+    :param name: What to call the image in errors.
+    :param max_bytes: The size cap.
+    """
+
+    def __init__(self, sink: IO[bytes], name: str, max_bytes: int = MAX_IMAGE_BYTES) -> None:
+        self.sink = sink
+        self.name = name
+        self.max_bytes = max_bytes
+        self._digest = hashlib.sha256()
+        self._size = 0
+        self._type: ImageType | None = None
+
+    def write(self, chunk: bytes) -> None:
+        if self._type is None:
+            self._type = sniff_image_type(chunk[:HEADER_BYTES])
+            if self._type is None:
+                raise XaiImageError(f"{self.name} is not an image (unknown magic number)")
+        self._size += len(chunk)
+        if self._size > self.max_bytes:
+            raise XaiImageError(f"{self.name} is larger than the {self.max_bytes}-byte limit")
+        self._digest.update(chunk)
+        self.sink.write(chunk)
+
+    def result(self) -> VerifiedImage:
+        if self._type is None:
+            raise XaiImageError(f"{self.name} is empty")
+        return VerifiedImage(self._type, self._size, self._digest.hexdigest())

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from functools import cached_property
 from typing import IO, Any
 
@@ -35,7 +33,7 @@ from airflow_provider_xai_image.exceptions import (
     XaiRateLimitError,
     XaiServerError,
 )
-from airflow_provider_xai_image.image_types import HEADER_BYTES, ImageType, sniff_image_type
+from airflow_provider_xai_image.image_types import MAX_IMAGE_BYTES, ImageWriter, VerifiedImage
 from airflow_provider_xai_image.models import (
     API_KEY_PATH,
     BATCHES_PATH,
@@ -54,21 +52,10 @@ from airflow_provider_xai_image.models import (
 from airflow_provider_xai_image.retry import retry_policy
 
 USER_AGENT = f"airflow-provider-xai-image/{__version__}"
-#: Largest image accepted by :meth:`XaiHook.download`.
-MAX_IMAGE_BYTES = 50 * 1024 * 1024
 DOWNLOAD_CHUNK_BYTES = 256 * 1024
 #: Connection pool size: enough for the operators' highest sensible concurrency.
 POOL_SIZE = 64
 RESULTS_PAGE_SIZE = 100
-
-
-@dataclass(frozen=True)
-class DownloadedImage:
-    """What :meth:`XaiHook.download` wrote to its sink."""
-
-    image_type: ImageType
-    size: int
-    sha256: str
 
 
 def error_from_response(method: str, path: str, status: int, body: str, retry_after: str | None) -> XaiApiError:
@@ -328,7 +315,7 @@ class XaiHook(BaseHook):
                 return entry.image_price
         return FALLBACK_PRICE_USD_TICKS_PER_IMAGE
 
-    def download(self, url: str, sink: IO[bytes], *, max_bytes: int = MAX_IMAGE_BYTES) -> DownloadedImage:
+    def download(self, url: str, sink: IO[bytes], *, max_bytes: int = MAX_IMAGE_BYTES) -> VerifiedImage:
         """
         Stream the image at a temporary ``url`` into ``sink`` (a seekable binary file).
 
@@ -342,12 +329,10 @@ class XaiHook(BaseHook):
                 return self._download_once(url, sink, max_bytes)
         raise AssertionError("unreachable: tenacity reraises the last error")
 
-    def _download_once(self, url: str, sink: IO[bytes], max_bytes: int) -> DownloadedImage:
+    def _download_once(self, url: str, sink: IO[bytes], max_bytes: int) -> VerifiedImage:
         name = url.rsplit("/", 1)[-1]
         settings = self.settings
-        digest = hashlib.sha256()
-        size = 0
-        image_type = None
+        writer = ImageWriter(sink, name, max_bytes)
         try:
             with self._download_session.get(
                 url, stream=True, timeout=(settings.connect_timeout, settings.read_timeout)
@@ -359,20 +344,10 @@ class XaiHook(BaseHook):
                         "GET", name, response.status_code, response.text, response.headers.get("Retry-After")
                     )
                 for chunk in response.iter_content(DOWNLOAD_CHUNK_BYTES):
-                    if image_type is None:
-                        image_type = sniff_image_type(chunk[:HEADER_BYTES])
-                        if image_type is None:
-                            raise XaiImageError(f"{name} is not an image (unknown magic number)")
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise XaiImageError(f"{name} is larger than the {max_bytes}-byte limit")
-                    digest.update(chunk)
-                    sink.write(chunk)
+                    writer.write(chunk)
         except requests.RequestException as error:
             raise XaiServerError("GET", name, None, f"image download broke: {type(error).__name__}") from None
-        if image_type is None:
-            raise XaiImageError(f"{name} is empty")
-        return DownloadedImage(image_type=image_type, size=size, sha256=digest.hexdigest())
+        return writer.result()
 
     # -- batches -------------------------------------------------------------------------------------
 
