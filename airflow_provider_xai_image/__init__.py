@@ -26,6 +26,25 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "hooks": [{"integration-name": "xAI", "python-modules": ["airflow_provider_xai_image.hooks.xai"]}],
+        "operators": [
+            {
+                "integration-name": "xAI",
+                "python-modules": [
+                    "airflow_provider_xai_image.operators.generate",
+                    "airflow_provider_xai_image.operators.batch",
+                ],
+            }
+        ],
+        "sensors": [{"integration-name": "xAI", "python-modules": ["airflow_provider_xai_image.sensors.batch"]}],
+        "triggers": [
+            {
+                "integration-name": "xAI",
+                "python-modules": [
+                    "airflow_provider_xai_image.triggers.generate",
+                    "airflow_provider_xai_image.triggers.batch",
+                ],
+            }
+        ],
         "connection-types": [
             {
                 "connection-type": CONN_TYPE,

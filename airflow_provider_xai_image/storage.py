@@ -183,7 +183,7 @@ class ImageStore:
     def record_path(self, prompt_index: int) -> ObjectStoragePath:
         return self.folder / RECORDS_DIR / f"p{prompt_index:05d}.json"
 
-    def store_result(self, prompt_index: int, prompt: str, result: ImageGenerationResult) -> RequestRecord:
+    def store_result(self, prompt_index: int, prompt: str | None, result: ImageGenerationResult) -> RequestRecord:
         """Store every image of one response, then its record; return the record."""
         share = result.cost_usd_ticks // max(1, len(result.images))
         images = [
@@ -204,7 +204,7 @@ class ImageStore:
         publish(self.record_path(record.prompt_index), data=record.model_dump_json().encode())
 
     def _store_image(
-        self, prompt_index: int, image_index: int, prompt: str, model: str, image: GeneratedImage, cost: int
+        self, prompt_index: int, image_index: int, prompt: str | None, model: str, image: GeneratedImage, cost: int
     ) -> ImageRecord:
         record = ImageRecord(
             uri=None,

@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 import time
-import urllib.parse
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from airflow.providers.common.compat.sdk import BaseOperator, conf
-from airflow.sdk import Asset
+from airflow.providers.common.compat.sdk import conf
 
-from airflow_provider_xai_image.budget import CostBudget, usd
+from airflow_provider_xai_image.budget import CostBudget
 from airflow_provider_xai_image.concurrency import map_concurrently
 from airflow_provider_xai_image.connection import DEFAULT_CONN_ID
 from airflow_provider_xai_image.exceptions import XaiError
 from airflow_provider_xai_image.hooks.xai import XaiHook
 from airflow_provider_xai_image.models import ImageRequest
+from airflow_provider_xai_image.operators.base import XaiImageOutputOperator
 from airflow_provider_xai_image.sources import check_source_count, to_data_uri
 from airflow_provider_xai_image.storage import (
     ImageStore,
-    Manifest,
     RequestRecord,
     check_moderation,
-    task_output_path,
 )
 from airflow_provider_xai_image.triggers.generate import XaiGenerateImagesTrigger
 
@@ -33,13 +30,7 @@ OnModeration = Literal["fail", "skip"]
 ON_MODERATION_CHOICES: tuple[str, ...] = ("fail", "skip")
 
 
-def asset_uri(output_uri: str) -> str:
-    """The Asset URI of an output location: the URI without an Airflow connection id (``s3://conn@bucket``)."""
-    parts = urllib.parse.urlsplit(output_uri)
-    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-
-
-class XaiGenerateImagesOperator(BaseOperator):
+class XaiGenerateImagesOperator(XaiImageOutputOperator):
     """
     Generate images with xAI's Grok Imagine models (or edit source images) and store them.
 
@@ -107,11 +98,8 @@ class XaiGenerateImagesOperator(BaseOperator):
             raise ValueError(f"on_moderation: must be one of {ON_MODERATION_CHOICES}, got {on_moderation!r}")
         if max_cost_usd is not None and max_cost_usd < 0:
             raise ValueError(f"max_cost_usd: must be >= 0 or None, got {max_cost_usd!r}")
-        if "outlets" not in kwargs and isinstance(output_uri, str) and "{{" not in output_uri:
-            kwargs["outlets"] = [Asset(asset_uri(output_uri))]
-        super().__init__(**kwargs)
+        super().__init__(output_uri=output_uri, xai_conn_id=xai_conn_id, **kwargs)
         self.prompt = prompt
-        self.output_uri = output_uri
         self.n = n
         self.model = model
         self.aspect_ratio = aspect_ratio
@@ -123,7 +111,6 @@ class XaiGenerateImagesOperator(BaseOperator):
         self.on_moderation = on_moderation
         self.max_cost_usd = max_cost_usd
         self.user = user
-        self.xai_conn_id = xai_conn_id
         self.deferrable = deferrable
 
     # -- preparing: everything checked before any paid request ------------------------------------
@@ -163,6 +150,7 @@ class XaiGenerateImagesOperator(BaseOperator):
     def parameters(self) -> dict[str, Any]:
         """The request parameters recorded in the manifest (no secrets, no image bytes)."""
         return {
+            **super().parameters(),
             "model": self.model,
             "n": self.n,
             "aspect_ratio": self.aspect_ratio,
@@ -170,17 +158,10 @@ class XaiGenerateImagesOperator(BaseOperator):
             "quality": self.quality,
             "response_format": self.response_format,
             "source_images": self.sources,
-            "output_uri": self.output_uri,
             "max_concurrency": self.max_concurrency,
             "on_moderation": self.on_moderation,
             "max_cost_usd": self.max_cost_usd,
-            "xai_conn_id": self.xai_conn_id,
         }
-
-    def image_store(self, context: Context, hook: XaiHook) -> ImageStore:
-        ti = context["ti"]
-        folder = task_output_path(self.output_uri, context["run_id"], ti.task_id, getattr(ti, "map_index", -1))
-        return ImageStore(folder, hook)
 
     # -- running -----------------------------------------------------------------------------------
 
@@ -268,29 +249,8 @@ class XaiGenerateImagesOperator(BaseOperator):
     def finish(
         self, context: Context, store: ImageStore, records: dict[int, RequestRecord], elapsed: float
     ) -> list[str]:
-        """Write the manifest, push its URI, record the Asset event; return the image URIs."""
         missing = sorted(set(range(len(self.prompts))) - records.keys())
         if missing:
             raise XaiError(f"No images were stored for prompt index(es) {missing}; the task can be retried.")
         check_moderation(records.values(), self.on_moderation)
-        manifest = Manifest.from_records(records.values(), elapsed_seconds=elapsed, parameters=self.parameters())
-        manifest_uri = store.write_manifest(manifest)
-        context["ti"].xcom_push(key="manifest", value=manifest_uri)
-        totals = manifest.totals
-        self._record_asset_events(context, {"images": totals["images"], "manifest": manifest_uri})
-        self.log.info(
-            "Stored %d image(s) (%d filtered) for %d prompt(s) in %.1f s, cost %s; manifest %s",
-            totals["images"],
-            totals["filtered"],
-            totals["requests"],
-            elapsed,
-            usd(totals["cost_usd_ticks"]),
-            manifest_uri,
-        )
-        return manifest.image_uris
-
-    def _record_asset_events(self, context: Context, extra: dict[str, Any]) -> None:
-        outlets: Collection[Any] = self.outlets or []
-        for outlet in outlets:
-            if isinstance(outlet, Asset):
-                context["outlet_events"][outlet].extra = extra
+        return super().finish(context, store, records, elapsed)
