@@ -1,0 +1,48 @@
+"""An xAI image API emulator for tests, demos and benchmarks: what moto is to AWS.
+
+``XaiEmulator`` runs a real HTTP server on loopback that speaks the contract of ``xai-api.md``;
+``python -m airflow_provider_xai_image.testing`` runs it standalone, and the pytest plugin of this
+package provides an ``xai_emulator`` fixture. Names are imported lazily so that loading the pytest
+plugin (which imports this package) stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow_provider_xai_image.testing.backend import (
+        BATCH_FAILURE_MARKER,
+        MODERATION_MARKER,
+        EmulatorBackend,
+    )
+    from airflow_provider_xai_image.testing.config import EmulatorConfig, Latency
+    from airflow_provider_xai_image.testing.records import RequestRecord
+    from airflow_provider_xai_image.testing.server import XaiEmulator
+
+_EXPORTS: dict[str, str] = {
+    "BATCH_FAILURE_MARKER": "backend",
+    "MODERATION_MARKER": "backend",
+    "EmulatorBackend": "backend",
+    "EmulatorConfig": "config",
+    "Latency": "config",
+    "RequestRecord": "records",
+    "XaiEmulator": "server",
+}
+
+__all__ = [
+    "BATCH_FAILURE_MARKER",
+    "MODERATION_MARKER",
+    "EmulatorBackend",
+    "EmulatorConfig",
+    "Latency",
+    "RequestRecord",
+    "XaiEmulator",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
