@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 demo: $(STAMP)
-	$(BIN)/python -m example_dags.demo
+	$(BIN)/python example_dags/run_demo.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

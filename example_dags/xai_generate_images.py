@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from airflow.sdk import DAG, ObjectStoragePath, task
+from airflow.sdk import DAG, ObjectStoragePath, XComArg, task
 from xai_example_utils import OUTPUT_URI, check_image, write_gallery
 
 from airflow_provider_xai_image.operators.generate import XaiGenerateImagesOperator
@@ -55,11 +55,11 @@ with DAG(
     ).expand(source_images=generate.output)
 
     @task
-    def gallery(ti=None) -> str:
+    def gallery(generate_manifest: str, edit_manifests: list[str]) -> str:
         """Write index.html beside the images: thumbnails, prompts, revised prompts and cost."""
-        manifests = [ti.xcom_pull(task_ids="generate", key="manifest")]
-        manifests += list(ti.xcom_pull(task_ids="edit", key="manifest", map_indexes=None) or [])
-        return write_gallery(manifests, ObjectStoragePath(OUTPUT_URI))
+        return write_gallery([generate_manifest, *edit_manifests], ObjectStoragePath(OUTPUT_URI))
 
     check_images(generate.output) >> edit
-    check_images.override(task_id="check_edits")(edit.output) >> gallery()
+    check_images.override(task_id="check_edits")(edit.output) >> gallery(
+        XComArg(generate, key="manifest"), XComArg(edit, key="manifest")
+    )
