@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from airflow.providers.common.compat.sdk import AirflowException
 
-
-class XaiError(AirflowException):
-    """Base class of every error raised by this provider."""
+class XaiError(Exception):
+    """Base class of every error raised by this provider (plain Python, so the emulator needs no Airflow)."""
 
 
 class XaiConnectionConfigError(XaiError):

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowException, conf
+from airflow.providers.common.compat.sdk import conf
 
 from airflow_provider_xai_image.batch_state import judge
 from airflow_provider_xai_image.concurrency import map_concurrently
@@ -318,5 +318,5 @@ class XaiBatchGenerateImagesOperator(XaiImageOutputOperator):
             try:
                 XaiHook(xai_conn_id=self.xai_conn_id).cancel_batch(self.submitted_batch_id)
                 self.log.info("Cancelled batch %s", self.submitted_batch_id)
-            except (XaiError, AirflowException) as error:
+            except XaiError as error:
                 self.log.warning("Could not cancel batch %s: %s", self.submitted_batch_id, error)

@@ -1,4 +1,4 @@
-"""Deterministic, cheap image rendering and the little image sniffing the emulator needs.
+"""Deterministic, cheap image rendering, and reading the size of a source image.
 
 An image is described by an :class:`ImageSpec` (prompt, index, pixel size, format) and rendered
 on demand: a background colour and a few rectangles derived from a hash of prompt and index, so
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
+from airflow_provider_xai_image.image_types import HEADER_BYTES, sniff_image_type
 from airflow_provider_xai_image.testing.config import ImageFormat
 
 #: Long side in pixels of each ``resolution``; no resolution means ``1k``.
@@ -22,12 +23,6 @@ LONG_SIDE: dict[str, int] = {"1k": 1024, "2k": 2048}
 MIME_TYPES: dict[str, str] = {"jpeg": "image/jpeg", "png": "image/png"}
 JPEG_QUALITY = 85
 _RECTANGLES = 4
-_MAGIC_NUMBERS: tuple[tuple[bytes, str], ...] = (
-    (b"\xff\xd8\xff", "jpeg"),
-    (b"\x89PNG\r\n\x1a\n", "png"),
-    (b"GIF87a", "gif"),
-    (b"GIF89a", "gif"),
-)
 
 
 @dataclass(frozen=True)
@@ -80,13 +75,6 @@ def render(spec: ImageSpec) -> bytes:
     return buffer.getvalue()
 
 
-def sniff_format(data: bytes) -> str | None:
-    """The image format named by the magic number at the start of ``data``, if any."""
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    return next((name for magic, name in _MAGIC_NUMBERS if data.startswith(magic)), None)
-
-
 def data_uri_image_size(uri: str) -> tuple[int, int]:
     """Pixel size of the image in a ``data:image/...;base64,...`` URI; ValueError when it is not one."""
     header, comma, payload = uri.partition(",")
@@ -96,7 +84,7 @@ def data_uri_image_size(uri: str) -> tuple[int, int]:
         data = base64.b64decode(payload, validate=True)
     except binascii.Error:
         raise ValueError("the data URI does not hold valid base64") from None
-    if sniff_format(data) is None:
+    if sniff_image_type(data[:HEADER_BYTES]) is None:
         raise ValueError("the data URI does not hold a JPEG, PNG, GIF or WebP image")
     try:
         with Image.open(io.BytesIO(data)) as image:
