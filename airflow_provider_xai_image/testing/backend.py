@@ -8,6 +8,7 @@ its batch after that moment.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import threading
 import time
@@ -196,8 +197,10 @@ class EmulatorBackend:
         """Serve a generate call, or an edit when ``sources`` are given; bill it."""
         model = _resolve(body.model)
         width, height = _output_size(body, sources)
+        # An edit's picture depends on its sources too, so edits of different images differ.
+        seed = body.prompt + "".join(hashlib.sha256(source.url.encode()).hexdigest() for source in sources)
         with self._lock:
-            return self._generation(body, model, width, height, len(sources), 1.0, time.monotonic())
+            return self._generation(body, model, width, height, len(sources), 1.0, time.monotonic(), seed)
 
     def _generation(
         self,
@@ -208,12 +211,13 @@ class EmulatorBackend:
         input_images: int,
         price_factor: float,
         now: float,
+        seed: str | None = None,
     ) -> Generation:
         """Build (and bill) a generation; registers temporary images for ``url`` responses."""
         config = self._config
         response_format = body.response_format or "url"
         filtered = MODERATION_MARKER in body.prompt
-        specs = [ImageSpec(body.prompt, index, width, height, config.image_format) for index in range(body.n)]
+        specs = [ImageSpec(seed or body.prompt, index, width, height, config.image_format) for index in range(body.n)]
         block_reason = BLOCK_REASON if filtered and config.moderation_style == "block_reason" else None
         images: tuple[OutputImage, ...] = ()
         if block_reason is None:
