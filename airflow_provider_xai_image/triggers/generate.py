@@ -90,7 +90,9 @@ class XaiGenerateImagesTrigger(BaseTrigger):
     async def _generate_and_store(self) -> int:
         hook = XaiHook(xai_conn_id=self.xai_conn_id)
         await hook.aload_settings()
-        store = ImageStore(ObjectStoragePath(self.folder), hook)
+        # Storage work runs in threads: an fsspec filesystem built inside the running event loop (s3fs
+        # is set up with asyncio.run) would silently lose the Airflow connection's settings.
+        store = await asyncio.to_thread(lambda: ImageStore(ObjectStoragePath(self.folder), hook))
         budget = CostBudget(self.max_cost_usd, self.spent_usd_ticks)
         sources = None
         if self.source_images:
