@@ -91,7 +91,10 @@ def _seconds(value: str | None) -> float | None:
         return None
 
 
-def _parse_json(method: str, path: str, status: int, body: str) -> dict[str, Any]:
+def read_response(method: str, path: str, status: int, body: str, retry_after: str | None) -> dict[str, Any]:
+    """The JSON object of a successful response, or the typed error of a failed one."""
+    if status >= 400:
+        raise error_from_response(method, path, status, body, retry_after)
     try:
         payload = json.loads(body)
     except ValueError:
@@ -217,11 +220,7 @@ class XaiHook(BaseHook):
             )
         except requests.RequestException as error:
             raise XaiServerError(method, path, None, f"{type(error).__name__}: {error}") from None
-        if response.status_code >= 400:
-            raise error_from_response(
-                method, path, response.status_code, response.text, response.headers.get("Retry-After")
-            )
-        return _parse_json(method, path, response.status_code, response.text)
+        return read_response(method, path, response.status_code, response.text, response.headers.get("Retry-After"))
 
     # -- API -----------------------------------------------------------------------------------------
 
@@ -462,11 +461,7 @@ class XaiHook(BaseHook):
             response = await client.request(method, self._url(path), json=json_body, params=params)
         except httpx.HTTPError as error:
             raise XaiServerError(method, path, None, f"{type(error).__name__}: {error}") from None
-        if response.status_code >= 400:
-            raise error_from_response(
-                method, path, response.status_code, response.text, response.headers.get("Retry-After")
-            )
-        return _parse_json(method, path, response.status_code, response.text)
+        return read_response(method, path, response.status_code, response.text, response.headers.get("Retry-After"))
 
     async def arun_image_request(self, client: httpx.AsyncClient, request: ImageRequest) -> ImageGenerationResult:
         """The async :meth:`run_image_request`."""

@@ -74,3 +74,46 @@ class XaiImageOutputOperator(BaseOperator):
             manifest_uri,
         )
         return manifest.image_uris
+
+
+class XaiImageRequestOperator(XaiImageOutputOperator):
+    """
+    Base of the operators that send image requests: the parameters every request shares.
+
+    :param n: Images per prompt, 1..10 (templated).
+    :param model: Model id; default the connection's ``default_model`` (templated).
+    :param aspect_ratio: One of ``1:1 16:9 9:16 4:3 3:4 3:2 2:3 2:1 1:2 19.5:9 9:19.5 20:9 9:20 auto``
+        (templated).
+    :param resolution: ``1k`` or ``2k`` (templated).
+    :param quality: ``low``, ``medium`` or ``high``.
+    """
+
+    def __init__(
+        self,
+        *,
+        n: int = 1,
+        model: str | None = None,
+        aspect_ratio: str | None = None,
+        resolution: str | None = None,
+        quality: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.n = n
+        self.model = model
+        self.aspect_ratio = aspect_ratio
+        self.resolution = resolution
+        self.quality = quality
+
+    def request_parameters(self) -> dict[str, Any]:
+        """The parameters of every request, as :meth:`XaiHook.build_request` takes them."""
+        return {
+            "model": self.model,
+            "n": self.n,
+            "aspect_ratio": self.aspect_ratio,
+            "resolution": self.resolution,
+            "quality": self.quality,
+        }
+
+    def parameters(self) -> dict[str, Any]:
+        return {**super().parameters(), **self.request_parameters()}

@@ -15,7 +15,7 @@ from airflow_provider_xai_image.connection import DEFAULT_CONN_ID
 from airflow_provider_xai_image.exceptions import XaiBadRequestError, XaiBatchFailedError, XaiError
 from airflow_provider_xai_image.hooks.xai import XaiHook
 from airflow_provider_xai_image.models import Batch, BatchResult, ImageRequest
-from airflow_provider_xai_image.operators.base import XaiImageOutputOperator
+from airflow_provider_xai_image.operators.base import XaiImageOutputOperator, XaiImageRequestOperator
 from airflow_provider_xai_image.storage import ImageStore, RequestRecord, safe_segment
 from airflow_provider_xai_image.triggers.batch import XaiBatchTrigger
 
@@ -119,7 +119,7 @@ class XaiStoreBatchResultsOperator(XaiImageOutputOperator):
         return self.finish(context, store, records, time.monotonic() - started)
 
 
-class XaiBatchGenerateImagesOperator(XaiImageOutputOperator):
+class XaiBatchGenerateImagesOperator(XaiImageRequestOperator):
     """
     Generate images through xAI's Batch API (lower price, no rate limits, done within hours).
 
@@ -181,13 +181,17 @@ class XaiBatchGenerateImagesOperator(XaiImageOutputOperator):
             raise ValueError(f"max_failed_fraction: must be between 0.0 and 1.0, got {max_failed_fraction!r}")
         if poll_interval <= 0:
             raise ValueError(f"poll_interval: must be > 0 seconds, got {poll_interval!r}")
-        super().__init__(output_uri=output_uri, xai_conn_id=xai_conn_id, **kwargs)
+        super().__init__(
+            output_uri=output_uri,
+            xai_conn_id=xai_conn_id,
+            n=n,
+            model=model,
+            aspect_ratio=aspect_ratio,
+            resolution=resolution,
+            quality=quality,
+            **kwargs,
+        )
         self.prompts = prompts
-        self.n = n
-        self.model = model
-        self.aspect_ratio = aspect_ratio
-        self.resolution = resolution
-        self.quality = quality
         self.batch_name = batch_name
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
@@ -201,11 +205,6 @@ class XaiBatchGenerateImagesOperator(XaiImageOutputOperator):
         return {
             **super().parameters(),
             "batch_id": self.submitted_batch_id,
-            "model": self.model,
-            "n": self.n,
-            "aspect_ratio": self.aspect_ratio,
-            "resolution": self.resolution,
-            "quality": self.quality,
             "max_failed_fraction": self.max_failed_fraction,
         }
 
@@ -213,14 +212,7 @@ class XaiBatchGenerateImagesOperator(XaiImageOutputOperator):
         """Validate every prompt and parameter before anything is sent."""
         if isinstance(self.prompts, str) or not self.prompts:
             raise ValueError(f"prompts: give a non-empty list of prompt strings, got {self.prompts!r}")
-        params = {
-            "model": self.model,
-            "n": self.n,
-            "aspect_ratio": self.aspect_ratio,
-            "resolution": self.resolution,
-            "quality": self.quality,
-        }
-        return [hook.build_request(prompt, **params) for prompt in self.prompts]
+        return [hook.build_request(prompt, **self.request_parameters()) for prompt in self.prompts]
 
     def default_batch_name(self, context: Context) -> str:
         ti = context["ti"]

@@ -14,7 +14,7 @@ from airflow_provider_xai_image.connection import DEFAULT_CONN_ID
 from airflow_provider_xai_image.exceptions import XaiError
 from airflow_provider_xai_image.hooks.xai import XaiHook
 from airflow_provider_xai_image.models import ImageRequest
-from airflow_provider_xai_image.operators.base import XaiImageOutputOperator
+from airflow_provider_xai_image.operators.base import XaiImageRequestOperator
 from airflow_provider_xai_image.sources import check_source_count, to_data_uri
 from airflow_provider_xai_image.storage import (
     ImageStore,
@@ -30,7 +30,7 @@ OnModeration = Literal["fail", "skip"]
 ON_MODERATION_CHOICES: tuple[str, ...] = ("fail", "skip")
 
 
-class XaiGenerateImagesOperator(XaiImageOutputOperator):
+class XaiGenerateImagesOperator(XaiImageRequestOperator):
     """
     Generate images with xAI's Grok Imagine models (or edit source images) and store them.
 
@@ -98,13 +98,17 @@ class XaiGenerateImagesOperator(XaiImageOutputOperator):
             raise ValueError(f"on_moderation: must be one of {ON_MODERATION_CHOICES}, got {on_moderation!r}")
         if max_cost_usd is not None and max_cost_usd < 0:
             raise ValueError(f"max_cost_usd: must be >= 0 or None, got {max_cost_usd!r}")
-        super().__init__(output_uri=output_uri, xai_conn_id=xai_conn_id, **kwargs)
+        super().__init__(
+            output_uri=output_uri,
+            xai_conn_id=xai_conn_id,
+            n=n,
+            model=model,
+            aspect_ratio=aspect_ratio,
+            resolution=resolution,
+            quality=quality,
+            **kwargs,
+        )
         self.prompt = prompt
-        self.n = n
-        self.model = model
-        self.aspect_ratio = aspect_ratio
-        self.resolution = resolution
-        self.quality = quality
         self.response_format = response_format
         self.source_images = source_images
         self.max_concurrency = max_concurrency
@@ -130,15 +134,7 @@ class XaiGenerateImagesOperator(XaiImageOutputOperator):
 
     def build_requests(self, hook: XaiHook) -> list[ImageRequest]:
         """Validate every parameter, read the source images, and build one request per prompt."""
-        params = {
-            "model": self.model,
-            "n": self.n,
-            "aspect_ratio": self.aspect_ratio,
-            "resolution": self.resolution,
-            "quality": self.quality,
-            "response_format": self.response_format,
-            "user": self.user,
-        }
+        params = {**self.request_parameters(), "response_format": self.response_format, "user": self.user}
         requests = [hook.build_request(prompt, **params) for prompt in self.prompts]
         sources = self.sources
         if sources is None:
@@ -151,11 +147,6 @@ class XaiGenerateImagesOperator(XaiImageOutputOperator):
         """The request parameters recorded in the manifest (no secrets, no image bytes)."""
         return {
             **super().parameters(),
-            "model": self.model,
-            "n": self.n,
-            "aspect_ratio": self.aspect_ratio,
-            "resolution": self.resolution,
-            "quality": self.quality,
             "response_format": self.response_format,
             "source_images": self.sources,
             "max_concurrency": self.max_concurrency,
