@@ -49,8 +49,7 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
 CONN_FIELDS: dict[str, Any] = {
     "timeout": {
         "label": "Timeout (seconds)",
-        "description": "Read timeout of one request; the connect timeout is "
-        f"{DEFAULT_CONNECT_TIMEOUT:g} s. A list [connect, read] sets both.",
+        "description": f"Read timeout of one request; the connect timeout is {DEFAULT_CONNECT_TIMEOUT:g} s.",
         "schema": {"type": ["number", "null"], "default": DEFAULT_READ_TIMEOUT},
     },
     "max_retries": {
@@ -86,21 +85,33 @@ class XaiConnectionSettings:
         extra = conn.extra_dejson
 
         def option(name: str) -> Any:
-            return extra.get(name, extra.get(f"extra__{CONN_TYPE}__{name}"))
+            value = extra.get(name, extra.get(f"extra__{CONN_TYPE}__{name}"))
+            return None if value == "" else value
 
-        timeout = option("timeout")
-        if isinstance(timeout, list | tuple):
-            connect_timeout, read_timeout = (float(value) for value in timeout)
-        else:
-            connect_timeout = DEFAULT_CONNECT_TIMEOUT
-            read_timeout = float(timeout) if timeout not in (None, "") else DEFAULT_READ_TIMEOUT
+        try:
+            timeout = option("timeout")
+            if isinstance(timeout, list | tuple):
+                connect_timeout, read_timeout = (float(value) for value in timeout)
+            else:
+                connect_timeout = DEFAULT_CONNECT_TIMEOUT
+                read_timeout = DEFAULT_READ_TIMEOUT if timeout is None else float(timeout)
+        except (TypeError, ValueError):
+            raise XaiConnectionConfigError(
+                f"Connection {conn.conn_id!r}: extra 'timeout' must be seconds or [connect, read], got {timeout!r}"
+            ) from None
         max_retries = option("max_retries")
+        try:
+            retries = DEFAULT_MAX_RETRIES if max_retries is None else int(max_retries)
+        except (TypeError, ValueError):
+            raise XaiConnectionConfigError(
+                f"Connection {conn.conn_id!r}: extra 'max_retries' must be a whole number, got {max_retries!r}"
+            ) from None
         return cls(
             api_key=SecretStr(conn.password),
-            base_url=_base_url(conn.host),
+            base_url=base_url(conn.host, conn.port, conn.schema),
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
-            max_retries=int(max_retries) if max_retries not in (None, "") else DEFAULT_MAX_RETRIES,
+            max_retries=retries,
             default_model=option("default_model") or DEFAULT_MODEL,
         )
 
@@ -109,9 +120,20 @@ def how_to_create(conn_id: str) -> str:
     return HOW_TO_CREATE.format(conn_id=conn_id, env=conn_id.upper())
 
 
-def _base_url(host: str | None) -> str:
+def base_url(host: str | None, port: int | None = None, path: str | None = None) -> str:
+    """The API base URL from the connection: host (with or without scheme), else xAI's.
+
+    A connection given as a URI (``xai://:KEY@api.x.ai/v1``) splits the base URL into host, port and
+    schema (the path); they are joined again when the host carries neither itself.
+    """
     if not host:
         return DEFAULT_BASE_URL
     if "://" not in host:
         host = f"https://{host}"
-    return host.rstrip("/")
+    scheme, _, rest = host.partition("://")
+    if "/" not in rest:
+        if port and ":" not in rest:
+            rest = f"{rest}:{port}"
+        if path:
+            rest = f"{rest}/{path.strip('/')}"
+    return f"{scheme}://{rest}".rstrip("/")

@@ -60,19 +60,32 @@ class ImageWriter:
         self._digest = hashlib.sha256()
         self._size = 0
         self._type: ImageType | None = None
+        self._header = b""
 
     def write(self, chunk: bytes) -> None:
         if self._type is None:
-            self._type = sniff_image_type(chunk[:HEADER_BYTES])
-            if self._type is None:
-                raise XaiImageError(f"{self.name} is not an image (unknown magic number)")
+            self._header += chunk
+            if len(self._header) < HEADER_BYTES:
+                return
+            self._identify()
+            chunk, self._header = self._header, b""
         self._size += len(chunk)
         if self._size > self.max_bytes:
             raise XaiImageError(f"{self.name} is larger than the {self.max_bytes}-byte limit")
         self._digest.update(chunk)
         self.sink.write(chunk)
 
+    def _identify(self) -> None:
+        self._type = sniff_image_type(self._header)
+        if self._type is None:
+            raise XaiImageError(f"{self.name} is not an image (unknown magic number)")
+
     def result(self) -> VerifiedImage:
         if self._type is None:
-            raise XaiImageError(f"{self.name} is empty")
+            if not self._header:
+                raise XaiImageError(f"{self.name} is empty")
+            self._identify()  # an image shorter than the header
+            header, self._header = self._header, b""
+            self.write(header)
+        assert self._type is not None
         return VerifiedImage(self._type, self._size, self._digest.hexdigest())

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import reprlib
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from airflow_provider_xai_image.exceptions import XaiError
 
 DEFAULT_BASE_URL = "https://api.x.ai/v1"
 DEFAULT_MODEL = "grok-imagine-image-quality"
@@ -55,7 +58,7 @@ BATCH_ADD_WINDOW_SECONDS = 30.0
 NonBlank = Annotated[str, Field(min_length=1)]
 
 
-class XaiRequestValidationError(ValueError):
+class XaiRequestValidationError(XaiError, ValueError):
     """A request parameter is outside what the xAI API accepts; raised before anything is sent."""
 
     @classmethod
@@ -64,7 +67,7 @@ class XaiRequestValidationError(ValueError):
         for item in error.errors(include_url=False):
             where = ".".join(str(part) for part in item["loc"]) or "request"
             got = item.get("input")
-            shown = f" (got {got!r})" if not isinstance(got, dict) else ""
+            shown = f" (got {reprlib.repr(got)})" if not isinstance(got, dict) else ""
             problems.append(f"{where}: {item['msg']}{shown}")
         return cls("Invalid xAI image request: " + "; ".join(problems))
 

@@ -20,8 +20,11 @@ RETRY_AFTER_MAX = 120.0
 class wait_retry_after_or_backoff(tenacity.wait.wait_base):
     """Wait what a 429's ``Retry-After`` asks for, else exponential backoff with full jitter."""
 
-    def __init__(self, initial: float = BACKOFF_INITIAL, maximum: float = BACKOFF_MAX) -> None:
-        self._backoff = tenacity.wait_random_exponential(multiplier=initial, max=maximum)
+    def __init__(self, initial: float | None = None, maximum: float | None = None) -> None:
+        self._backoff = tenacity.wait_random_exponential(
+            multiplier=BACKOFF_INITIAL if initial is None else initial,
+            max=BACKOFF_MAX if maximum is None else maximum,
+        )
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
         error = retry_state.outcome.exception() if retry_state.outcome else None

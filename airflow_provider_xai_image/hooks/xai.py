@@ -373,14 +373,14 @@ class XaiHook(BaseHook):
         """
         pacer = pacer or CallPacer()
         entries = (batch_request_entry(request_id, request) for request_id, request in requests_by_id)
-        chunks = chunk_batch_requests(entries, max_bytes) if max_bytes else chunk_batch_requests(entries)
-        calls = 0
+        # Chunked whole before the first call, so an oversize entry fails before anything is added.
+        chunks = list(chunk_batch_requests(entries, max_bytes) if max_bytes else chunk_batch_requests(entries))
         for chunk in chunks:
             time.sleep(pacer.delay(time.monotonic()))
-            pacer.record(time.monotonic())
             self.call("POST", f"{BATCHES_PATH}/{batch_id}/requests", json_body={"batch_requests": chunk})
-            calls += 1
-        return calls
+            # Recorded once xAI has counted the call, so the window never runs ahead of the server's.
+            pacer.record(time.monotonic())
+        return len(chunks)
 
     def get_batch(self, batch_id: str) -> Batch:
         """The batch's state and cost so far."""
