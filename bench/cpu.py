@@ -1,0 +1,286 @@
+"""B. CPU time per image of this process at zero latency: the operator vs the requests+boto3 loop.
+
+When the operator misses the target (or with ``--profile``) B also says where the time goes: a cProfile
+of every thread (CPU clock) of one operator run and one loop run, by library, and "what if" runs of the
+two changes proposed for the package, simulated by patching the store *in this process only* and
+restored after (they never count for the target).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import io
+import json
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from bench.harness import (
+    RESULTS_DIR,
+    BenchResult,
+    PlainLoop,
+    Servers,
+    Target,
+    execute,
+    generate_operator,
+    make_context,
+    measure,
+    median,
+    profile_all_threads,
+    prompts,
+    run_generate,
+    say,
+    warm_up,
+)
+
+REPEATS = 3
+LIMIT = 1.25
+#: Records per S3 object in the "coalesced records" what-if.
+RECORDS_PER_OBJECT = 16
+
+
+def operator_cpu_per_image(
+    servers: Servers, bucket: str, count: int, tag: str, concurrency: int = 16
+) -> tuple[float, float, float]:
+    """(CPU s/image, wall s, servers' CPU s/image) of one operator run of ``count`` prompts."""
+    gc.collect()
+    with measure(servers) as span:
+        run_generate(servers, bucket, prompts(count, tag), max_concurrency=concurrency)
+    return span.cpu / count, span.wall, sum(span.server_cpu.values()) / count
+
+
+def loop_cpu_per_image(servers: Servers, plain: PlainLoop, count: int, tag: str) -> tuple[float, float, float]:
+    gc.collect()
+    with measure(servers) as span:
+        plain.run(prompts(count, tag))
+    return span.cpu / count, span.wall, sum(span.server_cpu.values()) / count
+
+
+def run(servers: Servers, quick: bool, profile: bool = False) -> BenchResult:
+    count = 50 if quick else 200
+    result = BenchResult("B", f"CPU per image at 0 latency, {count} images, median of {REPEATS}")
+    warm_up(servers)
+    servers.emulator.reset(latency=0.0)
+    bucket = servers.new_bucket("bench-b")
+    plain = PlainLoop(servers, bucket)
+    plain.run(prompts(3, "B-warm"))  # its connections and boto3's first-call costs, outside the measurement
+
+    runs: dict[str, list[tuple[float, float, float]]] = {"operator": [], "plain": []}
+    for repeat in range(REPEATS):
+        say(f"  B: repeat {repeat + 1}/{REPEATS}: operator, then plain loop ({count} images each)")
+        runs["operator"].append(operator_cpu_per_image(servers, bucket, count, f"B-op{repeat}"))
+        runs["plain"].append(loop_cpu_per_image(servers, plain, count, f"B-plain{repeat}"))
+    operator_cpu = [cpu for cpu, _, _ in runs["operator"]]
+    plain_cpu = [cpu for cpu, _, _ in runs["plain"]]
+    ratio = median(operator_cpu) / median(plain_cpu)
+    result.figures = {
+        "images": count,
+        "repeats": REPEATS,
+        "operator_cpu_per_image_s": median(operator_cpu),
+        "plain_loop_cpu_per_image_s": median(plain_cpu),
+        "cpu_ratio_operator_vs_plain": ratio,
+        "operator_cpu_per_image_all_s": operator_cpu,
+        "plain_loop_cpu_per_image_all_s": plain_cpu,
+        "operator_wall_s_all": [wall for _, wall, _ in runs["operator"]],
+        "plain_loop_wall_s_all": [wall for _, wall, _ in runs["plain"]],
+        "servers_cpu_per_image_s": {name: median([s for _, _, s in items]) for name, items in runs.items()},
+        "s3_puts_per_image": {"operator": 2, "plain_loop": 1},
+    }
+    result.row("operator CPU / image", f"{median(operator_cpu) * 1000:.2f} ms (runs: {_ms(operator_cpu)})")
+    result.row("requests+boto3 loop CPU / image", f"{median(plain_cpu) * 1000:.2f} ms (runs: {_ms(plain_cpu)})")
+    result.row("operator / loop CPU", f"{ratio:.2f}x")
+    result.row(
+        "wall (median) operator | loop",
+        f"{median(result.figures['operator_wall_s_all']):.2f} s | "
+        f"{median(result.figures['plain_loop_wall_s_all']):.2f} s for {count} images",
+    )
+    result.targets = [Target("B operator CPU per image / plain loop", ratio, "<=", LIMIT)]
+    result.notes.append(
+        "CPU is time.process_time() of the benchmark process only (all its threads), not the emulator's or "
+        "moto's. The loop reuses one requests Session and one boto3 client (created before measuring). "
+        "The operator also streams each download to a temp file with a SHA-256, writes a per-request record "
+        "(a 2nd S3 PUT per image) and the manifest, and logs at INFO (to bench/results/bench.log) as a task does."
+    )
+    if profile or ratio > LIMIT:
+        say("  B: operator at max_concurrency=1 (is it thread contention?)")
+        serial = median([operator_cpu_per_image(servers, bucket, count, f"B-serial{i}", 1)[0] for i in range(2)])
+        result.figures["operator_max_concurrency_1_cpu_per_image_s"] = serial
+        result.row(
+            "operator at max_concurrency=1, CPU / image",
+            f"{serial * 1000:.2f} ms = {serial / median(plain_cpu):.2f}x the loop (so not thread contention)"
+            if serial / median(plain_cpu) > LIMIT
+            else f"{serial * 1000:.2f} ms = {serial / median(plain_cpu):.2f}x the loop",
+        )
+        profile_where_time_goes(servers, bucket, plain, count, result)
+        what_if(servers, bucket, count, median(plain_cpu), result)
+    return result
+
+
+# -- where the time goes -------------------------------------------------------------------------
+
+
+def profile_where_time_goes(servers: Servers, bucket: str, plain: PlainLoop, count: int, result: BenchResult) -> None:
+    say(f"  B: profiling one operator run and one loop run (every thread, CPU clock) -> {RESULTS_DIR}")
+    operator = generate_operator(servers, bucket, prompts(count, "B-profile"), max_concurrency=16)
+    calls: dict[str, Callable[[], Any]] = {
+        "operator": lambda: execute(operator, make_context(operator.task_id)),
+        "plain_loop": lambda: plain.run(prompts(count, "B-profile-plain")),
+    }
+    per_image: dict[str, dict[str, float]] = {}
+    profiles: dict[str, Any] = {}
+    for name, call in calls.items():
+        gc.collect()
+        with profile_all_threads() as profiled:
+            call()
+        path = RESULTS_DIR / f"profile_B_{name}.txt"
+        profiled.write(path)
+        per_image[name] = {area: seconds / count for area, seconds in profiled.by_area().items()}
+        profiles[name] = {
+            "file": f"bench/results/{path.name}",
+            "threads": profiled.threads,
+            "top_functions_by_own_cpu": profiled.top(10),
+        }
+    areas = sorted(
+        set(per_image["operator"]) | set(per_image["plain_loop"]),
+        key=lambda area: -per_image["operator"].get(area, 0.0),
+    )
+    table = {
+        area: {
+            "operator": per_image["operator"].get(area, 0.0),
+            "plain_loop": per_image["plain_loop"].get(area, 0.0),
+            "extra": per_image["operator"].get(area, 0.0) - per_image["plain_loop"].get(area, 0.0),
+        }
+        for area in areas
+    }
+    profiles["own_cpu_per_image_by_area_s"] = table
+    result.figures["profile"] = profiles
+    totals = {name: sum(values.values()) for name, values in per_image.items()}
+    result.row(
+        "profiled CPU/image (cProfile inflates it)",
+        f"operator {totals['operator'] * 1000:.1f} ms, loop {totals['plain_loop'] * 1000:.1f} ms "
+        f"({totals['operator'] / totals['plain_loop']:.2f}x)",
+    )
+    s3_stack = ("botocore", "aiobotocore", "aiohttp", "asyncio", "s3fs", "fsspec")
+    s3_extra = sum(table.get(area, {}).get("extra", 0.0) for area in s3_stack)
+    extra_total = totals["operator"] - totals["plain_loop"]
+    result.row(
+        "profile: operator's extra CPU in the S3 stack",
+        f"{s3_extra * 1000:.1f} of {extra_total * 1000:.1f} ms/image ({s3_extra / extra_total:.0%}; "
+        + "/".join(s3_stack)
+        + ")",
+    )
+    biggest = sorted(table.items(), key=lambda item: -item[1]["extra"])[:5]
+    result.row("profile: largest extra areas", ", ".join(f"{a} +{v['extra'] * 1000:.1f} ms" for a, v in biggest))
+
+
+# -- what if: the proposed changes, simulated in this process --------------------------------------
+
+
+@contextlib.contextmanager
+def patched(owner: Any, **replacements: Any) -> Iterator[None]:
+    saved = {name: owner.__dict__[name] for name in replacements}
+    for name, value in replacements.items():
+        setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(owner, name, value)
+
+
+def coalesced_records() -> dict[str, Any]:
+    """Records written ``RECORDS_PER_OBJECT`` per S3 object (the rest flushed before the manifest)."""
+    from airflow_provider_xai_image import storage
+
+    pending: dict[int, list[Any]] = {}
+    lock = threading.Lock()
+    original_manifest = storage.ImageStore.write_manifest
+
+    def flush(store: Any, records: list[Any]) -> None:
+        if records:
+            name = f"records-{records[0].prompt_index:05d}-{len(records)}.json"
+            data = json.dumps([record.model_dump() for record in records]).encode()
+            storage.publish(store.folder / storage.RECORDS_DIR / name, data=data)
+
+    def write_record(store: Any, record: Any) -> None:
+        with lock:
+            batch = pending.setdefault(id(store), [])
+            batch.append(record)
+            full = batch if len(batch) >= RECORDS_PER_OBJECT else None
+            if full is not None:
+                pending[id(store)] = []
+        if full is not None:
+            flush(store, full)
+
+    def write_manifest(store: Any, manifest: Any) -> str:
+        with lock:
+            rest = pending.pop(id(store), [])
+        flush(store, rest)
+        return str(original_manifest(store, manifest))
+
+    return {"write_record": write_record, "write_manifest": write_manifest}
+
+
+def in_memory_spool() -> dict[str, Any]:
+    """``_store_image`` downloading into memory and uploading the bytes (``pipe_file``), no temp file."""
+    from airflow_provider_xai_image import storage
+
+    def _store_image(store: Any, prompt_index: int, image_index: int, prompt: Any, model: str, image: Any, cost: int):
+        record = storage.ImageRecord(
+            uri=None,
+            prompt_index=prompt_index,
+            image_index=image_index,
+            prompt=prompt,
+            revised_prompt=image.revised_prompt,
+            model=model,
+            mime_type=image.mime_type,
+            cost_usd_ticks=cost,
+        )
+        if image.filtered:
+            return record.model_copy(update={"moderation": "filtered"})
+        spool = io.BytesIO()
+        downloaded = store._fetch(image, spool)
+        final = store.image_path(prompt_index, image_index, downloaded.image_type.extension)
+        storage.publish(final, data=spool.getvalue())
+        store.hook.log.info(
+            "Stored %s (%d bytes); revised prompt: %.80s", final, downloaded.size, image.revised_prompt or "-"
+        )
+        return record.model_copy(
+            update={
+                "uri": str(final),
+                "mime_type": downloaded.image_type.mime_type,
+                "bytes": downloaded.size,
+                "sha256": downloaded.sha256,
+            }
+        )
+
+    return {"_store_image": _store_image}
+
+
+def what_if(servers: Servers, bucket: str, count: int, plain_cpu: float, result: BenchResult) -> None:
+    from airflow_provider_xai_image.storage import ImageStore
+
+    variants = {
+        f"records coalesced ({RECORDS_PER_OBJECT} per object)": coalesced_records,
+        "download spooled in memory, uploaded as bytes": in_memory_spool,
+        "both": lambda: {**coalesced_records(), **in_memory_spool()},
+    }
+    say(f"  B: what-if runs of the proposed changes (simulated in this process, {len(variants)} x 2 runs)")
+    figures: dict[str, Any] = {}
+    for name, make in variants.items():
+        cpus = []
+        for attempt in range(2):
+            with patched(ImageStore, **make()):
+                cpus.append(operator_cpu_per_image(servers, bucket, count, f"B-whatif-{len(figures)}-{attempt}")[0])
+        figures[name] = {"cpu_per_image_s": median(cpus), "ratio_vs_plain_loop": median(cpus) / plain_cpu}
+        result.row(f"what-if: {name}", f"{median(cpus) * 1000:.2f} ms/image = {median(cpus) / plain_cpu:.2f}x the loop")
+    result.figures["what_if_simulated"] = figures
+    result.notes.append(
+        "what-if rows patch ImageStore in the benchmark process only (package files untouched) to estimate the "
+        "proposed fixes; they are not the package as shipped and do not count for the target."
+    )
+
+
+def _ms(values: list[float]) -> str:
+    return " ".join(f"{value * 1000:.2f}" for value in values)
