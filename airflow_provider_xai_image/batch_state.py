@@ -34,7 +34,7 @@ def judge(batch: Batch, max_failed_fraction: float, now: datetime | None = None)
         return BatchOutcome("failed", f"{progress(batch)}; cancelled: {reason}")
     if state.num_pending and _expired(batch, now or datetime.now(timezone.utc)):
         return BatchOutcome("failed", f"{progress(batch)}; expired at {batch.expire_time}")
-    allowed = int(max_failed_fraction * state.num_requests)
+    allowed = int(round(max_failed_fraction * state.num_requests, 9))  # 0.58 * 50 is 28.999...
     if state.num_error > allowed:
         return BatchOutcome(
             "failed",

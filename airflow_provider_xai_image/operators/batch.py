@@ -114,6 +114,11 @@ class XaiStoreBatchResultsOperator(XaiImageOutputOperator):
     def execute(self, context: Context) -> list[str]:
         started = time.monotonic()
         hook = XaiHook(xai_conn_id=self.xai_conn_id)
+        pending = hook.get_batch(self.batch_id).state.num_pending
+        if pending:
+            raise XaiBatchFailedError(
+                f"Batch {self.batch_id} still has {pending} pending request(s); wait for it with XaiBatchSensor."
+            )
         store = self.image_store(context, hook)
         records = store_batch_results(hook, store, self.batch_id, self.prompts, self.max_concurrency)
         return self.finish(context, store, records, time.monotonic() - started)
@@ -225,7 +230,6 @@ class XaiBatchGenerateImagesOperator(XaiImageRequestOperator):
         hook = XaiHook(xai_conn_id=self.xai_conn_id)
         requests = self.build_requests(hook)
         batch = self.submit(context, hook, requests)
-        self.submitted_batch_id = batch.batch_id
         context["ti"].xcom_push(key="batch_id", value=batch.batch_id)
         if not self.wait_for_completion:
             return batch.batch_id
@@ -255,10 +259,10 @@ class XaiBatchGenerateImagesOperator(XaiImageRequestOperator):
         batch = self._earlier_batch(hook, name, state_store.get(BATCH_ID_STATE_KEY) if state_store else None)
         if batch is None:
             batch = hook.create_batch(name)
-            self.submitted_batch_id = batch.batch_id
             self.log.info("Created batch %s (%r) for %d prompt(s)", batch.batch_id, name, len(requests))
             if state_store is not None:
                 state_store.set(BATCH_ID_STATE_KEY, batch.batch_id)
+        self.submitted_batch_id = batch.batch_id  # from here on, on_kill cancels it
         added = batch.state.num_requests
         if added < len(requests):
             calls = hook.add_batch_requests(
