@@ -165,8 +165,13 @@ def decode_b64_image(value: str) -> bytes:
         raise ValueError(f"b64_json is not valid base64: {error}") from None
 
 
-def parse_image_response(payload: dict[str, Any], requested_model: str) -> ImageGenerationResult:
-    """Read a generate/edit response (also a batch result's response) into a result object."""
+def parse_image_response(
+    payload: dict[str, Any], requested_model: str, expected_images: int = 1
+) -> ImageGenerationResult:
+    """Read a generate/edit response (also a batch result's response) into a result object.
+
+    A response blocked as a whole (``block_reason``, no images) counts as ``expected_images`` filtered images.
+    """
     blocked = payload.get("block_reason") is not None
     images = []
     for item in payload.get("data") or []:
@@ -182,6 +187,8 @@ def parse_image_response(payload: dict[str, Any], requested_model: str) -> Image
                 filtered=filtered,
             )
         )
+    if blocked and not images:
+        images = [GeneratedImage(filtered=True) for _ in range(expected_images)]
     return ImageGenerationResult(
         images=images,
         model=payload.get("model") or requested_model,

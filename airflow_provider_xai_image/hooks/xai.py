@@ -291,7 +291,7 @@ class XaiHook(BaseHook):
         """Send a validated request to ``images/generations`` or ``images/edits``."""
         self._warn_if_deprecated(request.model)
         payload = self.call("POST", request.path, json_body=request.body())
-        return parse_image_response(payload, request.model)
+        return parse_image_response(payload, request.model, request.n)
 
     def _warn_if_deprecated(self, model: str) -> None:
         if replacement := DEPRECATED_MODELS.get(model):
@@ -467,7 +467,7 @@ class XaiHook(BaseHook):
         """The async :meth:`run_image_request`."""
         self._warn_if_deprecated(request.model)
         payload = await self.acall(client, "POST", request.path, json_body=request.body())
-        return parse_image_response(payload, request.model)
+        return parse_image_response(payload, request.model, request.n)
 
     async def aget_batch(self, client: httpx.AsyncClient, batch_id: str) -> Batch:
         """The async :meth:`get_batch`."""

@@ -23,6 +23,13 @@ def asset_uri(output_uri: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
+def _with_output_asset(kwargs: dict[str, Any], output_uri: Any) -> dict[str, Any]:
+    """``kwargs`` with the output location as outlet, unless outlets are given or the URI is templated."""
+    if "outlets" in kwargs or not isinstance(output_uri, str) or "{{" in output_uri:
+        return kwargs
+    return {**kwargs, "outlets": [Asset(asset_uri(output_uri))]}
+
+
 class XaiImageOutputOperator(BaseOperator):
     """
     Base of the operators that store images under ``output_uri``.
@@ -36,11 +43,14 @@ class XaiImageOutputOperator(BaseOperator):
     """
 
     def __init__(self, *, output_uri: str, xai_conn_id: str = DEFAULT_CONN_ID, **kwargs: Any) -> None:
-        if "outlets" not in kwargs and isinstance(output_uri, str) and "{{" not in output_uri:
-            kwargs["outlets"] = [Asset(asset_uri(output_uri))]
-        super().__init__(**kwargs)
+        super().__init__(**_with_output_asset(kwargs, output_uri))
         self.output_uri = output_uri
         self.xai_conn_id = xai_conn_id
+
+    @classmethod
+    def partial(cls, **kwargs: Any) -> Any:  # type: ignore[override]
+        # A mapped task's kwargs already hold Airflow's default ``outlets=[]``, so the Asset is added here.
+        return super().partial(**_with_output_asset(kwargs, kwargs.get("output_uri")))
 
     def image_store(self, context: Context, hook: XaiHook) -> ImageStore:
         """The store of this task instance (run, task and map index make its folder)."""
@@ -104,6 +114,11 @@ class XaiImageRequestOperator(XaiImageOutputOperator):
         self.aspect_ratio = aspect_ratio
         self.resolution = resolution
         self.quality = quality
+
+    def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
+        super().render_template_fields(context, jinja_env)
+        if isinstance(self.n, str) and self.n.strip().isdigit():
+            self.n = int(self.n)  # a templated n renders as text
 
     def request_parameters(self) -> dict[str, Any]:
         """The parameters of every request, as :meth:`XaiHook.build_request` takes them."""

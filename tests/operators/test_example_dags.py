@@ -1,0 +1,183 @@
+"""The example DAGs run with ``airflow dags test`` against the emulator, storing to moto S3, and the
+``make demo`` script (``example_dags/run_demo.py``) run end to end in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from dag_runner import DEFAULT_PYCACHE_PREFIX
+from op_helpers import IMAGE_NAME, JPEG_MAGIC, conn_env
+
+from airflow_provider_xai_image.testing import XaiEmulator
+
+pytestmark = pytest.mark.dag
+
+EXAMPLE_DAGS = Path(__file__).resolve().parents[2] / "example_dags"
+
+#: dag id -> (expected task states, images stored, XCom return values that list images)
+EXAMPLES: dict[str, tuple[dict[str, str], int, list[tuple[str, int]]]] = {
+    "xai_generate_images": (
+        {
+            "generate": "success",
+            "check_images": "success",
+            **{f"edit[{index}]": "success" for index in range(6)},
+            "check_edits": "success",
+            "gallery": "success",
+        },
+        12,  # 3 prompts x 2, then one edit of each
+        [("generate", -1), *(("edit", index) for index in range(6))],
+    ),
+    "xai_generate_mapped": (
+        {
+            **{f"by_prompt[{index}]": "success" for index in range(3)},
+            **{f"by_kwargs[{index}]": "success" for index in range(2)},
+            "count_by_prompt": "success",
+            "count_by_kwargs": "success",
+        },
+        6,  # 3 prompts x 1, then 1 + 2
+        [*(("by_prompt", index) for index in range(3)), *(("by_kwargs", index) for index in range(2))],
+    ),
+    "xai_generate_deferrable": (
+        {"generate": "success", "check_images": "success"},
+        6,
+        [("generate", -1)],
+    ),
+}
+
+
+def example_folder(tmp_path: Path, dag_id: str) -> Path:
+    """A DAGS_FOLDER with the example DAG, the helper module it imports and the .airflowignore."""
+    folder = tmp_path / "dags"
+    folder.mkdir()
+    for name in (f"{dag_id}.py", "xai_example_utils.py", ".airflowignore"):
+        shutil.copy2(EXAMPLE_DAGS / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module", params=list(EXAMPLES))
+def example_run(
+    request: pytest.FixtureRequest, dag_runner: Any, moto_s3: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SimpleNamespace]:
+    """One ``airflow dags test`` of an example DAG against a fresh emulator, writing to a fresh bucket."""
+    dag_id = request.param
+    bucket = moto_s3.create_bucket("examples")
+    output_uri = f"s3://aws_moto@{bucket}/examples/"
+    with XaiEmulator() as emulator:
+        result = dag_runner.run(
+            example_folder(tmp_path_factory.mktemp(dag_id), dag_id),
+            dag_id=dag_id,
+            env={
+                **conn_env("xai_default", emulator),
+                "XAI_EXAMPLE_OUTPUT_URI": output_uri,
+                "XAI_EXAMPLE_POLL_INTERVAL": "1",
+            },
+            check=False,
+        )
+        yield SimpleNamespace(dag_id=dag_id, result=result, emulator=emulator, bucket=bucket, output_uri=output_uri)
+
+
+def test_example_dag_runs_against_the_emulator_into_s3(example_run: SimpleNamespace, moto_s3: Any) -> None:
+    dag_id, result, emulator, bucket = example_run.dag_id, example_run.result, example_run.emulator, example_run.bucket
+    expected_states, image_count, image_xcoms = EXAMPLES[dag_id]
+
+    result.assert_success()
+    assert result.task_states == expected_states
+    images = [key for key in moto_s3.keys(bucket, "examples/") if key.endswith(".jpg")]
+    assert len(images) == image_count
+    for key in images:
+        assert IMAGE_NAME.match(key.rsplit("/", 1)[-1])
+        assert moto_s3.get_bytes(bucket, key)[:3] == JPEG_MAGIC
+    from_xcom = [uri for task_id, index in image_xcoms for uri in result.xcom(task_id, map_index=index)]
+    assert sorted(from_xcom) == sorted(f"s3://aws_moto@{bucket}/{key}" for key in images)
+    assert emulator.images_billed == image_count
+    assert emulator.api_key not in result.output
+    assert emulator.api_key not in json.dumps([str(value) for value in result.xcoms.values()])
+
+    if dag_id == "xai_generate_images":
+        assert result.xcom("check_images") == {"image/jpeg": 6}
+        assert result.xcom("check_edits") == {"image/jpeg": 6}
+        assert result.xcom("gallery") == f"{example_run.output_uri}index.html"
+        page = moto_s3.get_bytes(bucket, "examples/index.html").decode()
+        for key in images:
+            assert key.removeprefix("examples/") in page
+    else:
+        counts = [
+            value
+            for (task_id, _, key), value in result.xcoms.items()
+            if key == "return_value" and task_id.startswith(("count", "check"))
+        ]
+        assert sum(counts) == image_count
+
+
+def test_example_dag_records_an_asset_event_per_image_task_instance(example_run: SimpleNamespace) -> None:
+    """Every task instance storing images (mapped ones too) records an event for the output location.
+
+    Fails for the mapped tasks (``edit`` of xai_generate_images, ``by_prompt``/``by_kwargs`` of
+    xai_generate_mapped): see test_generate_unit.py::test_mapped_operator_has_the_output_location_as_outlet.
+    """
+    result = example_run.result
+    _, _, image_xcoms = EXAMPLES[example_run.dag_id]
+    events = {(event.source_task_id, event.source_map_index): event for event in example_run.result.asset_events}
+    expected = {
+        (task_id, index): {
+            "images": len(result.xcom(task_id, map_index=index)),
+            "manifest": result.xcom(task_id, key="manifest", map_index=index),
+        }
+        for task_id, index in image_xcoms
+    }
+    assert {key: event.extra for key, event in events.items()} == expected
+    assert {event.asset_uri for event in events.values()} == {f"s3://{example_run.bucket}/examples"}
+
+
+def test_make_demo_writes_a_gallery_of_every_image(tmp_path: Path) -> None:
+    """``make demo``: run_demo.py from a fresh directory, with no Airflow settings of the test session."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AIRFLOW")}
+    for key in ("XAI_API_KEY", "XAI_DEMO_REAL_API", "XAI_EXAMPLE_OUTPUT_URI"):
+        env.pop(key, None)
+    # Keep bytecode of the example DAGs out of the source tree (and reuse the session's cache).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(DEFAULT_PYCACHE_PREFIX)
+
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLE_DAGS / "run_demo.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-20_000:]
+    out_dir = tmp_path / "demo-output"
+    gallery = out_dir / "index.html"
+    assert f"Gallery: {gallery.as_uri()}" in proc.stdout
+    assert "Started the xAI emulator at http://127.0.0.1:" in proc.stdout
+    assert gallery.is_file()
+    page = gallery.read_text()
+
+    manifests = sorted(out_dir.rglob("manifest.json"))
+    assert len(manifests) == 7  # generate, and one per mapped edit
+    image_uris = [
+        image["uri"] for path in manifests for image in json.loads(path.read_text())["images"] if image["uri"]
+    ]
+    assert len(image_uris) == 12
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert len(sources) == len(image_uris)
+    for uri in image_uris:
+        relative = uri.removeprefix(out_dir.as_uri() + "/")
+        assert relative != uri
+        assert relative in sources
+        assert (out_dir / relative).read_bytes()[:3] == JPEG_MAGIC
+    assert f"<h1>{len(image_uris)} images" in page

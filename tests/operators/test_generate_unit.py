@@ -1,0 +1,508 @@
+"""XaiGenerateImagesOperator and XaiGenerateImagesTrigger in-process, against the emulator.
+
+``op.execute(context)`` runs with a small context stand-in (see ``op_helpers.make_context``); images go
+to ``file://`` under ``tmp_path`` (and to moto S3 where a test says so). The DAG-level tests, through
+``airflow dags test``, are in ``test_generate_dags.py``.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow.sdk import Asset, ObjectStoragePath
+from airflow.sdk.exceptions import TaskDeferred
+from fsspec.implementations.local import LocalFileSystem
+from op_helpers import (
+    IMAGE_NAME,
+    JPEG_MAGIC,
+    SIZES_1K,
+    check_manifest,
+    image_requests,
+    jpeg_file,
+    make_context,
+    pixel_size,
+)
+
+from airflow_provider_xai_image.exceptions import (
+    XaiBudgetExceededError,
+    XaiContentFilteredError,
+    XaiError,
+    XaiImageError,
+    XaiServerError,
+)
+from airflow_provider_xai_image.operators.generate import XaiGenerateImagesOperator
+from airflow_provider_xai_image.storage import ImageStore, publish
+from airflow_provider_xai_image.testing import MODERATION_MARKER, XaiEmulator
+from airflow_provider_xai_image.triggers.generate import XaiGenerateImagesTrigger
+
+RUN_ID = "manual__unit"
+PRICE_TICKS = 200_000_000  # $0.02 per image (emulator's grok-imagine-image-quality)
+INPUT_IMAGE_TICKS = 20_000_000  # $0.002 per source image of an edit (emulator)
+
+
+def make_operator(output_uri: str, **kwargs: Any) -> XaiGenerateImagesOperator:
+    kwargs.setdefault("task_id", "generate")
+    kwargs.setdefault("prompt", "A red fox in the snow")
+    return XaiGenerateImagesOperator(output_uri=output_uri, **kwargs)
+
+
+def task_folder(root: Path, task_id: str = "generate", map_index: int | None = None) -> Path:
+    folder = root / RUN_ID / task_id
+    return folder / f"map-{map_index}" if map_index is not None else folder
+
+
+def stored_files(folder: Path) -> list[str]:
+    return sorted(path.name for path in folder.iterdir() if path.is_file()) if folder.exists() else []
+
+
+def read_uri(uri: str) -> bytes:
+    return ObjectStoragePath(uri).read_bytes()
+
+
+# --------------------------------------------------------------------------- the happy path
+
+
+def test_execute_stores_images_manifest_xcom_and_asset_event(xai_conn: XaiEmulator, tmp_path: Path) -> None:
+    output_uri = f"file://{tmp_path}/out/"
+    prompts = ["A ceramic mug on a desk", "Red running shoes on white"]
+    op = make_operator(output_uri, prompt=prompts, n=2, aspect_ratio="4:3", resolution="1k")
+    context = make_context()
+
+    uris = op.execute(context)
+
+    folder = task_folder(tmp_path / "out")
+    assert isinstance(uris, list)
+    assert all(isinstance(uri, str) for uri in uris)
+    assert uris == [f"file://{folder}/p{p:05d}-i{i:02d}.jpg" for p in range(2) for i in range(2)]
+    for uri in uris:
+        data = read_uri(uri)
+        assert data[:3] == JPEG_MAGIC
+        assert pixel_size(data) == SIZES_1K["4:3"]
+    # names carry indexes only, never prompt text
+    assert stored_files(folder) == ["manifest.json", *(uri.rsplit("/", 1)[-1] for uri in uris)]
+    for name in stored_files(folder) + stored_files(folder / "_records"):
+        assert not any(word.lower() in name.lower() for prompt in prompts for word in prompt.split() if len(word) > 2)
+
+    manifest_uri = context["ti"].xcoms["manifest"]
+    assert manifest_uri == f"file://{folder}/manifest.json"
+    manifest = json.loads(read_uri(manifest_uri))
+    check_manifest(manifest, read_uri, api_key=xai_conn.api_key)
+    assert [image["uri"] for image in manifest["images"]] == uris
+    assert [(image["prompt"], image["prompt_index"]) for image in manifest["images"]] == [
+        (prompts[0], 0),
+        (prompts[0], 0),
+        (prompts[1], 1),
+        (prompts[1], 1),
+    ]
+    assert manifest["totals"]["images"] == 4
+    assert manifest["totals"]["filtered"] == 0
+    assert manifest["totals"]["cost_usd_ticks"] == 4 * PRICE_TICKS
+    assert manifest["totals"]["cost_usd"] == pytest.approx(0.08)
+    parameters = manifest["parameters"]
+    assert parameters["output_uri"] == output_uri
+    assert parameters["n"] == 2
+    assert parameters["aspect_ratio"] == "4:3"
+    assert parameters["xai_conn_id"] == "xai_default"
+    assert not any("key" in name.lower() or "password" in name.lower() for name in parameters)
+
+    # the output location is the task's outlet Asset; its event carries the image count and manifest URI
+    [outlet] = op.outlets
+    assert isinstance(outlet, Asset)
+    assert outlet.uri == f"file://{tmp_path}/out"
+    assert context["outlet_events"][outlet].extra == {"images": 4, "manifest": manifest_uri}
+    assert xai_conn.api_key not in json.dumps(context["ti"].xcoms)
+
+    assert xai_conn.images_billed == 4
+    assert [(r.path, r.status) for r in image_requests(xai_conn)] == [("/v1/images/generations", 200)] * 2
+
+
+def test_mapped_instance_gets_its_own_folder(xai_conn: XaiEmulator, tmp_path: Path) -> None:
+    uris = [
+        make_operator(f"file://{tmp_path}/", prompt="The same prompt").execute(make_context(map_index=index))
+        for index in (0, 1)
+    ]
+
+    assert uris == [[f"file://{task_folder(tmp_path, map_index=index)}/p00000-i00.jpg"] for index in (0, 1)]
+    assert xai_conn.images_billed == 2
+
+
+def test_b64_json_response_format_is_stored_the_same_way(xai_conn: XaiEmulator, tmp_path: Path) -> None:
+    context = make_context()
+    [uri] = make_operator(f"file://{tmp_path}/", response_format="b64_json", aspect_ratio="2:1").execute(context)
+
+    data = read_uri(uri)
+    assert pixel_size(data) == SIZES_1K["2:1"]
+    manifest = json.loads(read_uri(context["ti"].xcoms["manifest"]))
+    check_manifest(manifest, read_uri, api_key=xai_conn.api_key)
+    assert not any(r.path.startswith("/tmp-images/") for r in xai_conn.requests_log)
+
+
+def test_mapped_operator_has_the_output_location_as_outlet(tmp_path: Path) -> None:
+    """A fixed output_uri is the task's outlet Asset, for ``.partial().expand()`` tasks as for plain ones.
+
+    Fails: ``partial()`` fills in BaseOperator's default ``outlets=[]``, so the operator's ``__init__`` sees
+    ``"outlets" in kwargs`` and adds no Asset; the serialized DAG has no outlet for the mapped task and
+    no map index records an Asset event (see test_example_dags.py).
+    """
+    from airflow.sdk import DAG
+
+    output_uri = f"file://{tmp_path}/images/"
+    with DAG("mapped_outlets", schedule=None):
+        plain = make_operator(output_uri, task_id="plain")
+        mapped = XaiGenerateImagesOperator.partial(task_id="mapped", output_uri=output_uri).expand(prompt=["a", "b"])
+        templated = XaiGenerateImagesOperator.partial(task_id="templated", output_uri="file://{{ params.x }}/").expand(
+            prompt=["a", "b"]
+        )
+
+    assert [asset.uri for asset in plain.outlets] == [f"file://{tmp_path}/images"]
+    assert templated.outlets == []
+    assert mapped.outlets == plain.outlets
+
+
+# --------------------------------------------------------------------------- bad inputs: fail before any request
+
+FOUR_URLS = [f"https://example.com/source-{index}.jpg" for index in range(4)]
+
+BAD_INPUTS = [
+    pytest.param({"n": 0}, "n", id="n=0"),
+    pytest.param({"n": 11}, "n", id="n=11"),
+    pytest.param({"n": "two"}, "n", id="n=two"),
+    pytest.param({"aspect_ratio": "5:4"}, "aspect_ratio", id="aspect_ratio=5:4"),
+    pytest.param({"resolution": "4k"}, "resolution", id="resolution=4k"),
+    pytest.param({"quality": "ultra"}, "quality", id="quality=ultra"),
+    pytest.param({"response_format": "png"}, "response_format", id="response_format=png"),
+    pytest.param({"model": ""}, "model", id="model=empty"),
+    pytest.param({"prompt": ""}, "prompt", id="prompt=empty"),
+    pytest.param({"prompt": "   "}, "prompt", id="prompt=blank"),
+    pytest.param({"prompt": []}, "prompt", id="prompt=[]"),
+    pytest.param({"prompt": ["ok", ""]}, "prompt", id="prompt=[ok,empty]"),
+    pytest.param({"prompt": ["ok", 3]}, "prompt", id="prompt=[ok,3]"),
+    pytest.param({"source_images": FOUR_URLS}, "source_images", id="4-source-images"),
+    pytest.param({"source_images": []}, "source_images", id="0-source-images"),
+    pytest.param({"max_concurrency": 0}, "max_concurrency", id="max_concurrency=0"),
+    pytest.param({"on_moderation": "ignore"}, "on_moderation", id="on_moderation=ignore"),
+    pytest.param({"max_cost_usd": -1.0}, "max_cost_usd", id="max_cost_usd=-1"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "parameter"), BAD_INPUTS)
+def test_bad_input_fails_before_any_request(
+    xai_conn: XaiEmulator, tmp_path: Path, kwargs: dict[str, Any], parameter: str
+) -> None:
+    with pytest.raises(ValueError, match=rf"(^|\W){parameter}: ") as raised:
+        make_operator(f"file://{tmp_path}/", **kwargs).execute(make_context())
+
+    assert xai_conn.api_key not in str(raised.value)
+    assert image_requests(xai_conn) == []
+    assert xai_conn.images_billed == 0
+    assert not (tmp_path / RUN_ID).exists()
+
+
+@pytest.mark.parametrize("where", ["file", "s3-key", "s3-bucket"])
+def test_missing_source_image_fails_naming_it(
+    xai_conn: XaiEmulator, tmp_path: Path, request: pytest.FixtureRequest, where: str
+) -> None:
+    if where == "file":
+        source = f"file://{tmp_path}/sources/none.png"
+    else:
+        moto_s3 = request.getfixturevalue("moto_s3")
+        bucket = moto_s3.create_bucket("src") if where == "s3-key" else "missing-bucket-xai"
+        source = f"s3://aws_moto@{bucket}/missing/none.png"
+
+    with pytest.raises(XaiImageError, match=f"{source}.*does not exist"):
+        make_operator(f"file://{tmp_path}/out/", source_images=[source]).execute(make_context())
+
+    assert image_requests(xai_conn) == []
+
+
+def test_source_that_is_not_an_image_fails_naming_it(xai_conn: XaiEmulator, tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("this is not an image, just some text that is long enough")
+    source = f"file://{text}"
+
+    with pytest.raises(XaiImageError, match=f"source image {source} is not an image"):
+        make_operator(f"file://{tmp_path}/out/", source_images=source).execute(make_context())
+
+    assert image_requests(xai_conn) == []
+
+
+# --------------------------------------------------------------------------- budget
+
+
+def test_budget_below_the_estimate_is_refused_before_any_image_request(xai_conn: XaiEmulator, tmp_path: Path) -> None:
+    op = make_operator(f"file://{tmp_path}/", prompt=["one", "two"], n=2, max_cost_usd=0.05)
+
+    with pytest.raises(XaiBudgetExceededError, match=r"Estimated cost \$0\.0800.*max_cost_usd=\$0\.0500"):
+        op.execute(make_context())
+
+    assert [r.path for r in xai_conn.requests_log] == ["/v1/image-generation-models"]
+    assert xai_conn.images_billed == 0
+
+
+def test_budget_stops_once_actual_cost_passes_and_a_rerun_pays_only_the_rest(
+    xai_conn: XaiEmulator, tmp_path: Path
+) -> None:
+    """Edits cost more than the estimate (source images are billed): the actual spend passes the limit.
+
+    12 edits, estimated $0.02 each = $0.24 = the limit; each actually costs $0.022. After 11 the
+    actual cost ($0.242) is over $0.24: the task stops with 11 stored. A re-run (no limit) reuses them.
+    """
+    source = f"file://{jpeg_file(tmp_path / 'source.jpg')}"
+    prompts = [f"Edit number {index}" for index in range(12)]
+    kwargs = {"prompt": prompts, "source_images": source, "max_concurrency": 1}
+    output_uri = f"file://{tmp_path}/out/"
+
+    with pytest.raises(XaiBudgetExceededError, match=r"xAI reported \$0\.2420 spent, over max_cost_usd=\$0\.2400"):
+        make_operator(output_uri, max_cost_usd=0.24, **kwargs).execute(make_context())
+
+    folder = task_folder(tmp_path / "out")
+    assert xai_conn.images_billed == 11
+    assert len(image_requests(xai_conn)) == 11
+    assert stored_files(folder) == [f"p{index:05d}-i00.jpg" for index in range(11)]
+    assert len(stored_files(folder / "_records")) == 11
+
+    context = make_context()
+    uris = make_operator(output_uri, **kwargs).execute(context)
+
+    assert xai_conn.images_billed == 12  # the 11 stored images were not paid again
+    assert len(image_requests(xai_conn)) == 12
+    assert image_requests(xai_conn)[-1].json["prompt"] == "Edit number 11"
+    assert uris == [f"file://{folder}/p{index:05d}-i00.jpg" for index in range(12)]
+    manifest = json.loads(read_uri(context["ti"].xcoms["manifest"]))
+    check_manifest(manifest, read_uri, api_key=xai_conn.api_key)
+    assert [image["prompt"] for image in manifest["images"]] == prompts
+    assert manifest["totals"]["cost_usd_ticks"] == 12 * (PRICE_TICKS + INPUT_IMAGE_TICKS)
+
+
+# --------------------------------------------------------------------------- moderation
+
+
+def test_moderation_fail_names_the_prompt_index(xai_conn: XaiEmulator, tmp_path: Path) -> None:
+    prompts = ["A calm lake", f"Something {MODERATION_MARKER}", "A quiet forest"]
+
+    with pytest.raises(XaiContentFilteredError, match=r"prompt index\(es\) \[1\]"):
+        make_operator(f"file://{tmp_path}/", prompt=prompts, on_moderation="fail").execute(make_context())
+
+    assert not (task_folder(tmp_path) / "manifest.json").exists()
+
+
+def test_moderation_skip_records_the_filtered_images(xai_conn: XaiEmulator, tmp_path: Path) -> None:
+    prompts = ["A calm lake", f"Something {MODERATION_MARKER}"]
+    context = make_context()
+
+    op = make_operator(f"file://{tmp_path}/", prompt=prompts, n=2, on_moderation="skip")
+
+    uris = op.execute(context)
+
+    assert len(uris) == 2
+    manifest = json.loads(read_uri(context["ti"].xcoms["manifest"]))
+    check_manifest(manifest, read_uri, api_key=xai_conn.api_key)
+    filtered = [image for image in manifest["images"] if image["prompt_index"] == 1]
+    assert [(image["image_index"], image["uri"], image["moderation"]) for image in filtered] == [
+        (0, None, "filtered"),
+        (1, None, "filtered"),
+    ]
+    assert manifest["totals"]["images"] == 2
+    assert manifest["totals"]["filtered"] == 2
+    [outlet] = op.outlets
+    assert context["outlet_events"][outlet].extra == {"images": 2, "manifest": context["ti"].xcoms["manifest"]}
+    assert xai_conn.images_billed == 2
+
+
+@pytest.mark.parametrize("on_moderation", ["fail", "skip"])
+def test_moderation_reported_as_block_reason_counts_as_filtered(
+    xai_conn: XaiEmulator, tmp_path: Path, on_moderation: str
+) -> None:
+    """xAI may report moderation as a top-level ``block_reason`` with no images (emulator
+    ``moderation_style="block_reason"``): "fail" must fail naming the prompt, "skip" must record the slots.
+
+    Fails: parse_image_response only marks *items of data* as filtered; a blocked response has none, so
+    the request is stored as a success with zero images - no failure, no filtered slot in the manifest.
+    """
+    xai_conn.configure(moderation_style="block_reason")
+    prompts = ["A calm lake", f"Something {MODERATION_MARKER}"]
+    op = make_operator(f"file://{tmp_path}/", prompt=prompts, n=2, on_moderation=on_moderation)
+    context = make_context()
+
+    if on_moderation == "fail":
+        with pytest.raises(XaiContentFilteredError, match=r"prompt index\(es\) \[1\]"):
+            op.execute(context)
+        return
+    uris = op.execute(context)
+    assert len(uris) == 2
+    manifest = json.loads(read_uri(context["ti"].xcoms["manifest"]))
+    filtered = [image for image in manifest["images"] if image["prompt_index"] == 1]
+    assert filtered
+    assert all(image["uri"] is None and image["moderation"] == "filtered" for image in filtered)
+    assert manifest["totals"]["filtered"] == len(filtered)
+
+
+# --------------------------------------------------------------------------- atomicity
+
+
+def test_truncated_download_leaves_no_file_at_any_final_path(xai_conn: XaiEmulator, tmp_path: Path) -> None:
+    xai_conn.configure(truncated_images=2)  # the first try and its one retry (max_retries=1)
+
+    with pytest.raises(XaiServerError, match="image download broke"):
+        make_operator(f"file://{tmp_path}/", prompt="A cut-short picture").execute(make_context())
+
+    folder = task_folder(tmp_path)
+    leftovers = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*") if path.is_file())
+    assert leftovers == []
+    assert not (folder / "_records").exists() or stored_files(folder / "_records") == []
+    assert xai_conn.config.truncated_images == 0
+
+
+def test_publish_failing_mid_write_leaves_neither_final_nor_partial_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def put_half_then_fail(self: LocalFileSystem, lpath: str, rpath: str, **kwargs: Any) -> None:
+        Path(rpath).write_bytes(Path(lpath).read_bytes()[:100])
+        raise OSError("disk full")
+
+    monkeypatch.setattr(LocalFileSystem, "put_file", put_half_then_fail)
+    source = jpeg_file(tmp_path / "spool.jpg")
+    final = ObjectStoragePath(f"file://{tmp_path}/out/p00000-i00.jpg")
+
+    with pytest.raises(OSError, match="disk full"):
+        publish(final, local_file=str(source))
+
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == []
+
+
+def test_operator_failing_mid_write_leaves_no_partial_image(
+    xai_conn: XaiEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_put_file = LocalFileSystem.put_file
+    calls: list[str] = []
+
+    def fail_the_second_image(self: LocalFileSystem, lpath: str, rpath: str, **kwargs: Any) -> None:
+        calls.append(rpath)
+        if len(calls) == 2:
+            Path(rpath).write_bytes(Path(lpath).read_bytes()[:100])
+            raise OSError("connection to the disk lost")
+        real_put_file(self, lpath, rpath, **kwargs)
+
+    monkeypatch.setattr(LocalFileSystem, "put_file", fail_the_second_image)
+
+    with pytest.raises(OSError, match="disk lost"):
+        make_operator(f"file://{tmp_path}/", n=2, max_concurrency=1).execute(make_context())
+
+    folder = task_folder(tmp_path)
+    assert stored_files(folder) == ["p00000-i00.jpg"]  # the whole first image, nothing of the second
+    assert "/." in calls[1]
+    assert ".partial-" in calls[1]  # it was written to a hidden sibling, removed on failure
+    assert not (folder / "_records").exists()  # the request's record comes after all its images
+
+
+# --------------------------------------------------------------------------- the trigger
+
+
+def deferred_trigger(op: XaiGenerateImagesOperator, context: dict[str, Any]) -> XaiGenerateImagesTrigger:
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context)
+    assert deferred.value.method_name == "execute_complete"
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, XaiGenerateImagesTrigger)
+    return trigger
+
+
+def test_trigger_serializes_without_key_or_image_bytes(xai_conn: XaiEmulator, tmp_path: Path) -> None:
+    source_path = jpeg_file(tmp_path / "sources" / "photo.jpg")
+    source = f"file://{source_path}"
+    op = make_operator(
+        f"file://{tmp_path}/out/",
+        prompt=["Add a hat", "Add a scarf"],
+        n=2,
+        source_images=[source],
+        max_cost_usd=1.0,
+        on_moderation="skip",
+        deferrable=True,
+    )
+
+    trigger = deferred_trigger(op, make_context())
+    classpath, kwargs = trigger.serialize()
+
+    assert classpath == "airflow_provider_xai_image.triggers.generate.XaiGenerateImagesTrigger"
+    module_name, _, class_name = classpath.rpartition(".")
+    rebuilt = getattr(importlib.import_module(module_name), class_name)(**json.loads(json.dumps(kwargs)))
+    assert rebuilt.serialize() == (classpath, kwargs)
+
+    text = json.dumps(kwargs)
+    assert xai_conn.api_key not in text
+    assert "data:" not in text
+    assert base64.b64encode(source_path.read_bytes()[:48]).decode() not in text
+    assert kwargs["source_images"] == [source]
+    assert kwargs["folder"] == f"file://{task_folder(tmp_path / 'out')}"
+    assert kwargs["on_moderation"] == "skip"
+    assert kwargs["max_cost_usd"] == 1.0
+    assert kwargs["estimate_usd_ticks"] == 2 * PRICE_TICKS
+    assert {index: body["prompt"] for index, body in kwargs["requests"].items()} == {
+        "0": "Add a hat",
+        "1": "Add a scarf",
+    }
+    assert all(body["n"] == 2 for body in kwargs["requests"].values())
+    assert len(text) < 4096
+    # nothing was generated before deferring
+    assert image_requests(xai_conn) == []
+
+
+async def test_trigger_run_yields_one_small_success_event(xai_conn: XaiEmulator, tmp_path: Path) -> None:
+    prompts = [f"Thumbnail number {index}" for index in range(30)]
+    op = make_operator(f"file://{tmp_path}/", prompt=prompts, n=2, max_concurrency=8, deferrable=True)
+    context = make_context()
+    trigger = deferred_trigger(op, context)
+
+    events = [event async for event in trigger.run()]
+
+    [event] = events
+    assert event.payload["status"] == "success", event.payload
+    assert event.payload["requests"] == 30
+    assert len(json.dumps(event.payload)) < 64 * 1024
+    assert xai_conn.api_key not in json.dumps(event.payload)
+    folder = task_folder(tmp_path)
+    images = [name for name in stored_files(folder) if IMAGE_NAME.match(name)]
+    assert len(images) == 60
+    assert not (folder / "manifest.json").exists()  # written on the worker, by execute_complete
+    assert xai_conn.images_billed == 60
+
+    uris = op.execute_complete(context, event.payload)
+
+    assert len(uris) == 60
+    manifest = json.loads(read_uri(context["ti"].xcoms["manifest"]))
+    check_manifest(manifest, read_uri, api_key=xai_conn.api_key)
+    assert [image["prompt"] for image in manifest["images"]] == [prompt for prompt in prompts for _ in range(2)]
+    assert xai_conn.images_billed == 60
+
+
+async def test_trigger_reports_moderation_failure_as_error_event(xai_conn: XaiEmulator, tmp_path: Path) -> None:
+    op = make_operator(
+        f"file://{tmp_path}/", prompt=["fine", f"bad {MODERATION_MARKER}"], on_moderation="fail", deferrable=True
+    )
+    context = make_context()
+    trigger = deferred_trigger(op, context)
+
+    [event] = [event async for event in trigger.run()]
+
+    assert event.payload["status"] == "error"
+    assert "prompt index(es) [1]" in event.payload["message"]
+    with pytest.raises(XaiError, match=r"prompt index\(es\) \[1\]"):
+        op.execute_complete(context, event.payload)
+
+
+def test_rerun_after_a_complete_try_sends_no_request(xai_conn: XaiEmulator, tmp_path: Path) -> None:
+    op = make_operator(f"file://{tmp_path}/", prompt=["a", "b"])
+    first = op.execute(make_context())
+    requests_before = len(xai_conn.requests_log)
+
+    again = make_operator(f"file://{tmp_path}/", prompt=["a", "b"], deferrable=True).execute(make_context())
+
+    assert again == first
+    assert len(xai_conn.requests_log) == requests_before
+    assert xai_conn.images_billed == 2
+    assert ImageStore(ObjectStoragePath(f"file://{task_folder(tmp_path)}"), None).load_records().keys() == {0, 1}  # type: ignore[arg-type]
