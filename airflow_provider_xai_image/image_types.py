@@ -89,3 +89,13 @@ class ImageWriter:
             self.write(header)
         assert self._type is not None
         return VerifiedImage(self._type, self._size, self._digest.hexdigest())
+
+
+def verify_stream(
+    stream: IO[bytes], sink: IO[bytes], name: str, max_bytes: int = MAX_IMAGE_BYTES, chunk_bytes: int = 1 << 20
+) -> VerifiedImage:
+    """Copy an image from ``stream`` to ``sink`` chunk by chunk, verifying it on the way."""
+    writer = ImageWriter(sink, name, max_bytes)
+    while chunk := stream.read(chunk_bytes):
+        writer.write(chunk)
+    return writer.result()

@@ -9,12 +9,11 @@ from collections.abc import Sequence
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_xai_image.exceptions import XaiImageError
-from airflow_provider_xai_image.image_types import ImageWriter
+from airflow_provider_xai_image.image_types import verify_stream
 from airflow_provider_xai_image.models import MAX_SOURCE_IMAGES
 
 #: Largest source image read (xAI documents no limit; larger bodies are slow and costly to send).
 MAX_SOURCE_IMAGE_BYTES = 20 * 1024 * 1024
-_READ_CHUNK = 1024 * 1024
 
 
 def check_source_count(sources: Sequence[str]) -> None:
@@ -28,12 +27,9 @@ def to_data_uri(source: str) -> str:
         return source
     path = ObjectStoragePath(source)
     buffer = io.BytesIO()
-    writer = ImageWriter(buffer, f"source image {source}", MAX_SOURCE_IMAGE_BYTES)
     try:
         with path.open("rb") as stream:
-            while chunk := stream.read(_READ_CHUNK):
-                writer.write(chunk)
+            image = verify_stream(stream, buffer, f"source image {source}", MAX_SOURCE_IMAGE_BYTES)
     except FileNotFoundError:
         raise XaiImageError(f"source image {source} does not exist") from None
-    image = writer.result()
     return f"data:{image.image_type.mime_type};base64,{base64.b64encode(buffer.getvalue()).decode()}"

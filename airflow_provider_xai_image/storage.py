@@ -1,24 +1,32 @@
-"""Where images go: deterministic names, atomic streaming writes, per-request records, the manifest.
+"""Where images go: deterministic names, atomic streaming writes, request records, the manifest.
 
 Layout under ``output_uri`` for one task instance::
 
     <output_uri>/<run_id>/<task_id>[/map-<map_index>]/p00000-i00.jpg   one image (prompt 0, image 0)
-                                                     /_records/p00000.json   what request 0 produced
+                                                     /_records/p00000-<id>.json   records of some requests
                                                      /manifest.json          written last
 
-A record is written right after the images of one request are stored, so a retried task finds
-what it already paid for and generates only the rest. No name carries prompt text.
+A retried task must find what earlier tries paid for. An image that exists proves it: its name
+says which prompt and image it is. Records add what a name cannot carry (revised prompt, model,
+cost, moderation, errors); they are saved a few requests at a time (each extra object costs as much
+as an image upload) and always when a try ends, also by an error. Only a hard crash loses the
+records of the last few requests: their images are then recovered from storage, with size, type
+and sha256 read back, and without revised prompt or cost. No name carries prompt text.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
 import re
 import tempfile
+import threading
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING, Any, Literal
 
 from airflow.sdk import ObjectStoragePath
@@ -26,15 +34,24 @@ from fsspec.implementations.local import LocalFileSystem
 from pydantic import BaseModel, Field
 
 from airflow_provider_xai_image.exceptions import XaiContentFilteredError
-from airflow_provider_xai_image.image_types import ImageWriter, VerifiedImage
-from airflow_provider_xai_image.models import USD_TICKS_PER_USD, GeneratedImage, ImageGenerationResult
+from airflow_provider_xai_image.image_types import ImageWriter, VerifiedImage, verify_stream
+from airflow_provider_xai_image.models import (
+    USD_TICKS_PER_USD,
+    GeneratedImage,
+    ImageGenerationResult,
+    ImageRequest,
+)
 
 if TYPE_CHECKING:
     from airflow_provider_xai_image.hooks.xai import XaiHook
 
 MANIFEST_NAME = "manifest.json"
 RECORDS_DIR = "_records"
+#: Records are saved once this many requests are unsaved, or the oldest is this many seconds old.
+RECORDS_PER_OBJECT = 16
+RECORDS_MAX_AGE_SECONDS = 2.0
 _SAFE_SEGMENT = re.compile(r"[^A-Za-z0-9._-]")
+_IMAGE_NAME = re.compile(r"^p(?P<prompt>\d{5})-i(?P<image>\d{2})\.[a-z]+$")
 
 
 def check_moderation(records: Iterable[RequestRecord], on_moderation: str) -> None:
@@ -74,6 +91,8 @@ class RequestRecord(BaseModel):
     cost_usd_ticks: int = 0
     images: list[ImageRecord] = Field(default_factory=list)
     error: str | None = None
+    #: Some images were recovered from storage after a crash lost their record.
+    recovered: bool = False
 
     @property
     def filtered(self) -> list[ImageRecord]:
@@ -165,6 +184,8 @@ def publish(final: ObjectStoragePath, *, local_file: str | None = None, data: by
 class ImageStore:
     """Stores one task instance's images, records and manifest under ``folder``.
 
+    Use it as a context manager (or call :meth:`save_records`) so records are saved when work ends.
+
     :param folder: The task instance's folder (see :func:`task_output_path`).
     :param hook: Downloads temporary image URLs.
     """
@@ -172,6 +193,15 @@ class ImageStore:
     def __init__(self, folder: ObjectStoragePath, hook: XaiHook) -> None:
         self.folder = folder
         self.hook = hook
+        self._unsaved: list[RequestRecord] = []
+        self._unsaved_since = time.monotonic()
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> ImageStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.save_records()
 
     @property
     def manifest_path(self) -> ObjectStoragePath:
@@ -180,15 +210,14 @@ class ImageStore:
     def image_path(self, prompt_index: int, image_index: int, extension: str) -> ObjectStoragePath:
         return self.folder / f"p{prompt_index:05d}-i{image_index:02d}.{extension}"
 
-    def record_path(self, prompt_index: int) -> ObjectStoragePath:
-        return self.folder / RECORDS_DIR / f"p{prompt_index:05d}.json"
-
-    def store_result(self, prompt_index: int, prompt: str | None, result: ImageGenerationResult) -> RequestRecord:
-        """Store every image of one response, then its record; return the record."""
+    def store_result(
+        self, prompt_index: int, prompt: str | None, result: ImageGenerationResult, first_image_index: int = 0
+    ) -> RequestRecord:
+        """Store every image of one response (numbered from ``first_image_index``) and record it."""
         share = result.cost_usd_ticks // max(1, len(result.images))
         images = [
-            self._store_image(prompt_index, image_index, prompt, result.model, image, share)
-            for image_index, image in enumerate(result.images)
+            self._store_image(prompt_index, first_image_index + offset, prompt, result.model, image, share)
+            for offset, image in enumerate(result.images)
         ]
         record = RequestRecord(
             prompt_index=prompt_index,
@@ -197,11 +226,30 @@ class ImageStore:
             cost_usd_ticks=result.cost_usd_ticks,
             images=images,
         )
-        self.write_record(record)
+        self.add_record(record)
         return record
 
-    def write_record(self, record: RequestRecord) -> None:
-        publish(self.record_path(record.prompt_index), data=record.model_dump_json().encode())
+    def add_record(self, record: RequestRecord) -> None:
+        """Queue a record; save the queue once it is long or old enough."""
+        with self._lock:
+            if not self._unsaved:
+                self._unsaved_since = time.monotonic()
+            self._unsaved.append(record)
+            due = (
+                len(self._unsaved) >= RECORDS_PER_OBJECT
+                or time.monotonic() - self._unsaved_since >= RECORDS_MAX_AGE_SECONDS
+            )
+        if due:
+            self.save_records()
+
+    def save_records(self) -> None:
+        """Save every queued record in one object."""
+        with self._lock:
+            records, self._unsaved = self._unsaved, []
+        if records:
+            first = min(record.prompt_index for record in records)
+            data = json.dumps([record.model_dump(mode="json") for record in records]).encode()
+            publish(self.folder / RECORDS_DIR / f"p{first:05d}-{uuid.uuid4().hex[:12]}.json", data=data)
 
     def _store_image(
         self, prompt_index: int, image_index: int, prompt: str | None, model: str, image: GeneratedImage, cost: int
@@ -218,11 +266,14 @@ class ImageStore:
         )
         if image.filtered:
             return record.model_copy(update={"moderation": "filtered"})
-        with tempfile.NamedTemporaryFile(prefix="xai-image-") as spool:
+        with _spool_file() as spool:
             downloaded = self._fetch(image, spool)
-            spool.flush()
+            spool.close()
             final = self.image_path(prompt_index, image_index, downloaded.image_type.extension)
-            publish(final, local_file=spool.name)
+            # The spool's name ends like the image's, so object stores that guess Content-Type get it right.
+            typed_name = f"{spool.name}.{downloaded.image_type.extension}"
+            os.rename(spool.name, typed_name)
+            publish(final, local_file=typed_name)
         self.hook.log.info(
             "Stored %s (%d bytes); revised prompt: %.80s",
             final,
@@ -245,19 +296,117 @@ class ImageStore:
         writer.write(image.data or b"")
         return writer.result()
 
-    def load_records(self) -> dict[int, RequestRecord]:
-        """Records a previous try left, by prompt index (empty on a first try)."""
+    def load_records(self, prompts: Sequence[str | None] | None = None) -> dict[int, RequestRecord]:
+        """What earlier tries stored, by prompt index: their records, plus any stored image no record names.
+
+        :param prompts: The task's prompts, to name the prompt of recovered images.
+        """
+        records: dict[int, RequestRecord] = {}
         records_dir = self.folder / RECORDS_DIR
-        if not records_dir.exists():
-            return {}
-        records = {}
-        for path in records_dir.iterdir():
-            if path.name.endswith(".json") and not path.name.startswith("."):
-                record = RequestRecord.model_validate_json(path.read_bytes())
-                records[record.prompt_index] = record
+        if records_dir.exists():
+            for path in records_dir.iterdir():
+                if path.name.endswith(".json") and not path.name.startswith("."):
+                    for item in json.loads(path.read_bytes()):
+                        record = RequestRecord.model_validate(item)
+                        records[record.prompt_index] = merge_records(records.get(record.prompt_index), record)
+        recovered = self._recover_unrecorded_images(records, prompts)
+        for record in recovered:
+            records[record.prompt_index] = merge_records(records.get(record.prompt_index), record)
+        if recovered:
+            self.hook.log.warning(
+                "Recovered %d stored image(s) of prompt index(es) %s whose records a crashed try did not "
+                "save; their revised prompt and cost are unknown.",
+                sum(len(record.images) for record in recovered),
+                sorted(record.prompt_index for record in recovered),
+            )
         return records
+
+    def _recover_unrecorded_images(
+        self, records: dict[int, RequestRecord], prompts: Sequence[str | None] | None
+    ) -> list[RequestRecord]:
+        if not self.folder.exists():
+            return []
+        recorded = {image.uri for record in records.values() for image in record.images if image.uri}
+        found: dict[int, list[ImageRecord]] = {}
+        for path in self.folder.iterdir():
+            match = _IMAGE_NAME.match(path.name)
+            if match is None or str(path) in recorded:
+                continue
+            prompt_index = int(match["prompt"])
+            prompt = prompts[prompt_index] if prompts is not None and prompt_index < len(prompts) else None
+            with path.open("rb") as stream, open(os.devnull, "wb") as sink:
+                image = verify_stream(stream, sink, str(path))
+            found.setdefault(prompt_index, []).append(
+                ImageRecord(
+                    uri=str(path),
+                    prompt_index=prompt_index,
+                    image_index=int(match["image"]),
+                    prompt=prompt,
+                    model="unknown",
+                    mime_type=image.image_type.mime_type,
+                    bytes=image.size,
+                    sha256=image.sha256,
+                )
+            )
+        return [
+            RequestRecord(
+                prompt_index=index,
+                prompt=images[0].prompt,
+                model="unknown",
+                images=sorted(images, key=lambda image: image.image_index),
+                recovered=True,
+            )
+            for index, images in found.items()
+        ]
 
     def write_manifest(self, manifest: Manifest) -> str:
         """Write ``manifest.json`` (atomically, last); return its URI."""
-        publish(self.manifest_path, data=json.dumps(manifest.model_dump(), indent=2).encode())
+        publish(self.manifest_path, data=manifest.model_dump_json().encode())
         return str(self.manifest_path)
+
+
+def merge_records(earlier: RequestRecord | None, later: RequestRecord) -> RequestRecord:
+    """One record of a prompt from two (a recovered part and a part generated after it)."""
+    if earlier is None:
+        return later
+    images = sorted([*earlier.images, *later.images], key=lambda image: image.image_index)
+    return later.model_copy(
+        update={
+            "images": images,
+            "cost_usd_ticks": earlier.cost_usd_ticks + later.cost_usd_ticks,
+            "recovered": earlier.recovered or later.recovered,
+            "model": later.model if later.model != "unknown" else earlier.model,
+        }
+    )
+
+
+def remaining_requests(
+    requests: Sequence[ImageRequest], records: dict[int, RequestRecord]
+) -> dict[int, tuple[ImageRequest, int]]:
+    """What is left to pay for, by prompt index: the request and the index of its first image.
+
+    A prompt with a record is done, unless images of it were recovered after a crash and fewer than
+    ``n``: then only the missing images are requested, numbered after the recovered ones.
+    """
+    remaining = {}
+    for index, request in enumerate(requests):
+        record = records.get(index)
+        if record is None:
+            remaining[index] = (request, 0)
+        elif len(record.images) < request.n:
+            missing = request.n - len(record.images)
+            first = max(image.image_index for image in record.images) + 1
+            remaining[index] = (request.model_copy(update={"n": missing}), first)
+    return remaining
+
+
+@contextmanager
+def _spool_file() -> Iterator[IO[bytes]]:
+    """A local temporary file for one image, removed afterwards whatever its final name."""
+    path = os.path.join(tempfile.gettempdir(), f"xai-image-{uuid.uuid4().hex}")
+    try:
+        with open(path, "w+b") as spool:
+            yield spool
+    finally:
+        for leftover in glob.glob(f"{path}*"):
+            os.remove(leftover)

@@ -37,25 +37,29 @@ def store_batch_results(
     """
     Page through a finished batch's results and store each image; failed requests become error records.
 
-    Results already stored by an earlier try (their records exist) are skipped, so nothing is lost
-    and nothing is downloaded twice. ``batch_request_id`` is the prompt index.
+    Results an earlier try stored are skipped, so nothing is lost and nothing is downloaded twice.
+    ``batch_request_id`` is the prompt index.
     """
-    records = store.load_records()
+    records = store.load_records(prompts)
 
     def store_one(result: BatchResult) -> RequestRecord:
         index = _prompt_index(result.batch_request_id)
         prompt = prompts[index] if prompts is not None and index < len(prompts) else None
         if result.result is None:
             record = RequestRecord(prompt_index=index, prompt=prompt, model="", error=result.error)
-            store.write_record(record)
+            store.add_record(record)
             return record
         return store.store_result(index, prompt, result.result)
 
-    fresh = (
-        result for result in hook.iter_batch_results(batch_id) if _prompt_index(result.batch_request_id) not in records
-    )
-    for record in map_concurrently(store_one, fresh, max_concurrency):
-        records[record.prompt_index] = record
+    def not_stored(result: BatchResult) -> bool:
+        # Images recovered after a crash lack their record's details; storing them again costs nothing.
+        record = records.get(_prompt_index(result.batch_request_id))
+        return record is None or record.recovered
+
+    with store:
+        results = filter(not_stored, hook.iter_batch_results(batch_id))
+        for record in map_concurrently(store_one, results, max_concurrency):
+            records[record.prompt_index] = record
     return records
 
 

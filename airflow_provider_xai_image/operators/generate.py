@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from airflow.providers.common.compat.sdk import conf
@@ -20,6 +20,8 @@ from airflow_provider_xai_image.storage import (
     ImageStore,
     RequestRecord,
     check_moderation,
+    merge_records,
+    remaining_requests,
 )
 from airflow_provider_xai_image.triggers.generate import XaiGenerateImagesTrigger
 
@@ -161,13 +163,13 @@ class XaiGenerateImagesOperator(XaiImageRequestOperator):
         hook = XaiHook(xai_conn_id=self.xai_conn_id)
         requests = self.build_requests(hook)
         store = self.image_store(context, hook)
-        records = store.load_records()
+        records = store.load_records(self.prompts)
         check_moderation(records.values(), self.on_moderation)
-        todo = [index for index in range(len(requests)) if index not in records]
+        todo = remaining_requests(requests, records)
         if records:
             self.log.info(
-                "Reusing %d of %d requests stored by an earlier try under %s; generating %d.",
-                len(records),
+                "Reusing the images of %d of %d prompts stored by an earlier try under %s; generating %d.",
+                len(requests) - len(todo),
                 len(requests),
                 store.folder,
                 len(todo),
@@ -181,7 +183,11 @@ class XaiGenerateImagesOperator(XaiImageRequestOperator):
             self.log.info("Deferring %d request(s) to the triggerer; images are stored from there.", len(todo))
             self.defer(
                 trigger=XaiGenerateImagesTrigger(
-                    requests={i: requests[i].model_dump(exclude={"source_images"}, exclude_none=True) for i in todo},
+                    requests={
+                        index: request.model_dump(exclude={"source_images"}, exclude_none=True)
+                        for index, (request, _) in todo.items()
+                    },
+                    first_image_indexes={index: first for index, (_, first) in todo.items() if first},
                     folder=str(store.folder),
                     xai_conn_id=self.xai_conn_id,
                     source_images=self.sources,
@@ -196,13 +202,15 @@ class XaiGenerateImagesOperator(XaiImageRequestOperator):
         if todo:
             self.log.info(
                 "Generating %d image(s) for %d prompt(s) with %s, %d at a time, into %s",
-                requests[0].n * len(todo),
+                sum(request.n for request, _ in todo.values()),
                 len(todo),
                 requests[0].model,
                 min(self.max_concurrency, len(todo)),
                 store.folder,
             )
-            records.update(self._generate(hook, store, budget, estimate, {i: requests[i] for i in todo}))
+            with store:
+                for record in self._generate(hook, store, budget, estimate, todo):
+                    records[record.prompt_index] = merge_records(records.get(record.prompt_index), record)
         return self.finish(context, store, records, time.monotonic() - started)
 
     def _generate(
@@ -211,31 +219,30 @@ class XaiGenerateImagesOperator(XaiImageRequestOperator):
         store: ImageStore,
         budget: CostBudget,
         estimate: int,
-        requests: dict[int, ImageRequest],
-    ) -> dict[int, RequestRecord]:
-        def generate_one(index: int, request: ImageRequest) -> RequestRecord:
+        todo: dict[int, tuple[ImageRequest, int]],
+    ) -> Iterator[RequestRecord]:
+        def generate_one(item: tuple[int, tuple[ImageRequest, int]]) -> RequestRecord:
+            index, (request, first_image_index) = item
             budget.reserve(estimate)
             try:
                 result = hook.run_image_request(request)
             except BaseException:
                 budget.settle(estimate, 0)
                 raise
-            record = store.store_result(index, request.prompt, result)
+            record = store.store_result(index, request.prompt, result, first_image_index)
             budget.settle(estimate, result.cost_usd_ticks)
             return record
 
-        done: dict[int, RequestRecord] = {}
-        for record in map_concurrently(lambda item: generate_one(*item), requests.items(), self.max_concurrency):
-            done[record.prompt_index] = record
+        for record in map_concurrently(generate_one, todo.items(), self.max_concurrency):
             check_moderation([record], self.on_moderation)
-        return done
+            yield record
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> list[str]:
         """Back from the triggerer: the images are stored; write the manifest from their records."""
         if event.get("status") != "success":
             raise XaiError(f"Deferred image generation failed: {event.get('message')}")
         store = self.image_store(context, XaiHook(xai_conn_id=self.xai_conn_id))
-        return self.finish(context, store, store.load_records(), float(event.get("elapsed_seconds", 0.0)))
+        return self.finish(context, store, store.load_records(self.prompts), float(event.get("elapsed_seconds", 0.0)))
 
     def finish(
         self, context: Context, store: ImageStore, records: dict[int, RequestRecord], elapsed: float

@@ -29,6 +29,7 @@ class XaiGenerateImagesTrigger(BaseTrigger):
 
     :param xai_conn_id: The ``xai`` Airflow connection.
     :param requests: ``{prompt_index: request body fields}`` of the requests still to run (no source images).
+    :param first_image_indexes: ``{prompt_index: index of its first image}`` where not 0 (after a recovery).
     :param source_images: Source image URIs for edits (read here, on the triggerer), or None.
     :param folder: The task instance's output folder URI.
     :param max_concurrency: Most requests in flight at once.
@@ -43,6 +44,7 @@ class XaiGenerateImagesTrigger(BaseTrigger):
         *,
         requests: dict[int, dict[str, Any]],
         folder: str,
+        first_image_indexes: dict[int, int] | None = None,
         xai_conn_id: str = DEFAULT_CONN_ID,
         source_images: list[str] | None = None,
         max_concurrency: int = 4,
@@ -54,6 +56,7 @@ class XaiGenerateImagesTrigger(BaseTrigger):
         super().__init__()
         self.requests = {int(index): body for index, body in requests.items()}
         self.folder = folder
+        self.first_image_indexes = {int(index): first for index, first in (first_image_indexes or {}).items()}
         self.xai_conn_id = xai_conn_id
         self.source_images = source_images
         self.max_concurrency = max_concurrency
@@ -68,6 +71,7 @@ class XaiGenerateImagesTrigger(BaseTrigger):
             {
                 "requests": {str(index): body for index, body in self.requests.items()},
                 "folder": self.folder,
+                "first_image_indexes": {str(index): first for index, first in self.first_image_indexes.items()},
                 "xai_conn_id": self.xai_conn_id,
                 "source_images": self.source_images,
                 "max_concurrency": self.max_concurrency,
@@ -113,13 +117,19 @@ class XaiGenerateImagesTrigger(BaseTrigger):
                         except BaseException:
                             budget.settle(self.estimate_usd_ticks, 0)
                             raise
-                        record = await asyncio.to_thread(store.store_result, index, request.prompt, result)
+                        first_image_index = self.first_image_indexes.get(index, 0)
+                        record = await asyncio.to_thread(
+                            store.store_result, index, request.prompt, result, first_image_index
+                        )
                         budget.settle(self.estimate_usd_ticks, result.cost_usd_ticks)
                         check_moderation([record], self.on_moderation)
                     except BaseException as error:
                         failures.append(error)
 
-            await asyncio.gather(*(generate_one(index, request) for index, request in requests.items()))
+            try:
+                await asyncio.gather(*(generate_one(index, request) for index, request in requests.items()))
+            finally:
+                await asyncio.to_thread(store.save_records)
         if failures:
             raise failures[0]
         return len(requests)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import re
 import time
 from typing import Any
 
@@ -285,14 +286,11 @@ async def test_generate_trigger_run_stores_images_and_yields_one_event(
     assert event["requests"] == 2
     assert 0 < event["elapsed_seconds"] < 60
     prefix = f"images/{folder.parent.name}/generate/"
-    assert moto_s3.keys(s3_bucket) == [
-        f"{prefix}_records/p00000.json",
-        f"{prefix}_records/p00001.json",
-        f"{prefix}p00000-i00.jpg",
-        f"{prefix}p00001-i00.jpg",
-        f"{prefix}p00001-i01.jpg",
-    ]
-    record = RequestRecord.model_validate_json(moto_s3.get_bytes(s3_bucket, f"{prefix}_records/p00001.json"))
+    [records_key, *image_keys] = moto_s3.keys(s3_bucket)
+    assert re.fullmatch(rf"{prefix}_records/p00000-[0-9a-f]{{12}}\.json", records_key)
+    assert image_keys == [f"{prefix}p00000-i00.jpg", f"{prefix}p00001-i00.jpg", f"{prefix}p00001-i01.jpg"]
+    records = {item["prompt_index"]: item for item in json.loads(moto_s3.get_bytes(s3_bucket, records_key))}
+    record = RequestRecord.model_validate(records[1])
     assert (record.prompt, len(record.images), record.error) == ("a harbour", 2, None)
     assert moto_s3.get_bytes(s3_bucket, f"{prefix}p00001-i01.jpg")[:3] == b"\xff\xd8\xff"
     assert emulator.images_billed == 3

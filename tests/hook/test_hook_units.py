@@ -208,8 +208,10 @@ def test_block_reason_filters_every_image() -> None:
     assert (image.url, image.data) == (None, None)
 
 
-def test_block_reason_without_images_gives_no_images() -> None:
-    assert parse_image_response({"data": [], "block_reason": "blocked"}, "m").images == []
+def test_a_response_blocked_as_a_whole_counts_as_the_expected_filtered_images() -> None:
+    images = parse_image_response({"data": [], "block_reason": "blocked"}, "m", expected_images=3).images
+
+    assert [(image.filtered, image.url, image.data) for image in images] == [(True, None, None)] * 3
 
 
 def test_respect_moderation_false_filters_only_that_image() -> None:

@@ -8,6 +8,7 @@ to ``file://`` under ``tmp_path`` (and to moto S3 where a test says so). The DAG
 from __future__ import annotations
 
 import base64
+import hashlib
 import importlib
 import json
 from pathlib import Path
@@ -264,7 +265,8 @@ def test_budget_stops_once_actual_cost_passes_and_a_rerun_pays_only_the_rest(
     assert xai_conn.images_billed == 11
     assert len(image_requests(xai_conn)) == 11
     assert stored_files(folder) == [f"p{index:05d}-i00.jpg" for index in range(11)]
-    assert len(stored_files(folder / "_records")) == 11
+    saved = [json.loads((folder / "_records" / name).read_text()) for name in stored_files(folder / "_records")]
+    assert sorted(record["prompt_index"] for records in saved for record in records) == list(range(11))
 
     context = make_context()
     uris = make_operator(output_uri, **kwargs).execute(context)
@@ -506,3 +508,60 @@ def test_rerun_after_a_complete_try_sends_no_request(xai_conn: XaiEmulator, tmp_
     assert len(xai_conn.requests_log) == requests_before
     assert xai_conn.images_billed == 2
     assert ImageStore(ObjectStoragePath(f"file://{task_folder(tmp_path)}"), None).load_records().keys() == {0, 1}  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- records and recovery
+
+
+def saved_records(folder: Path) -> list[list[dict[str, Any]]]:
+    """The record objects under ``_records``, each a list of request records."""
+    return [json.loads((folder / "_records" / name).read_text()) for name in stored_files(folder / "_records")]
+
+
+def test_records_are_saved_a_few_requests_per_object(xai_conn: XaiEmulator, tmp_path: Path) -> None:
+    prompts = [f"Icon {index}" for index in range(40)]
+
+    make_operator(f"file://{tmp_path}/", prompt=prompts, max_concurrency=8).execute(make_context())
+
+    saved = saved_records(task_folder(tmp_path))
+    assert 3 <= len(saved) < 40  # 16 requests per object at most, fewer when 2 s pass
+    assert sorted(record["prompt_index"] for records in saved for record in records) == list(range(40))
+
+
+def test_images_a_crash_left_without_records_are_recovered_not_paid_again(
+    xai_conn: XaiEmulator, tmp_path: Path
+) -> None:
+    prompts = ["A kite", "A boat", "A bell"]
+    first = make_operator(f"file://{tmp_path}/", prompt=prompts, n=2).execute(make_context())
+    folder = task_folder(tmp_path)
+    for name in [*stored_files(folder / "_records"), "../manifest.json"]:
+        (folder / "_records" / name).unlink()  # as if the worker died before saving them
+
+    context = make_context()
+    again = make_operator(f"file://{tmp_path}/", prompt=prompts, n=2).execute(context)
+
+    assert again == first
+    assert xai_conn.images_billed == 6
+    assert len(image_requests(xai_conn)) == 3
+    manifest = json.loads(read_uri(context["ti"].xcoms["manifest"]))
+    for image in manifest["images"]:
+        stored = read_uri(image["uri"])
+        assert image["sha256"] == hashlib.sha256(stored).hexdigest()
+        assert image["bytes"] == len(stored)
+        assert image["prompt"] == prompts[image["prompt_index"]]
+        assert (image["mime_type"], image["revised_prompt"], image["model"]) == ("image/jpeg", None, "unknown")
+
+
+def test_a_partly_stored_request_pays_only_for_its_missing_images(xai_conn: XaiEmulator, tmp_path: Path) -> None:
+    make_operator(f"file://{tmp_path}/", prompt="A tall lighthouse", n=3).execute(make_context())
+    folder = task_folder(tmp_path)
+    for name in stored_files(folder / "_records"):
+        (folder / "_records" / name).unlink()
+    (folder / "p00000-i02.jpg").unlink()  # the worker died between the 2nd and 3rd image
+    (folder / "manifest.json").unlink()
+
+    uris = make_operator(f"file://{tmp_path}/", prompt="A tall lighthouse", n=3).execute(make_context())
+
+    assert xai_conn.images_billed == 4  # 3, then only the missing one
+    assert image_requests(xai_conn)[-1].json["n"] == 1
+    assert [uri.rsplit("/", 1)[-1] for uri in uris] == ["p00000-i00.jpg", "p00000-i01.jpg", "p00000-i02.jpg"]
