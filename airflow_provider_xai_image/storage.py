@@ -16,7 +16,6 @@ and sha256 read back, and without revised prompt or cost. No name carries prompt
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
@@ -25,8 +24,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from typing import IO, TYPE_CHECKING, Any, Literal
 
 from airflow.sdk import ObjectStoragePath
@@ -266,14 +265,21 @@ class ImageStore:
         )
         if image.filtered:
             return record.model_copy(update={"moderation": "filtered"})
-        with _spool_file() as spool:
-            downloaded = self._fetch(image, spool)
-            spool.close()
+        # Spooled on local disk (memory stays flat whatever the image's size); the name gets the image's
+        # extension so object stores that guess Content-Type from it get it right.
+        spool_path = os.path.join(tempfile.gettempdir(), f"xai-image-{uuid.uuid4().hex}")
+        spooled = [spool_path]
+        try:
+            with open(spool_path, "w+b") as spool:
+                downloaded = self._fetch(image, spool)
             final = self.image_path(prompt_index, image_index, downloaded.image_type.extension)
-            # The spool's name ends like the image's, so object stores that guess Content-Type get it right.
-            typed_name = f"{spool.name}.{downloaded.image_type.extension}"
-            os.rename(spool.name, typed_name)
-            publish(final, local_file=typed_name)
+            spooled.append(f"{spool_path}.{downloaded.image_type.extension}")
+            os.rename(spool_path, spooled[-1])
+            publish(final, local_file=spooled[-1])
+        finally:
+            for leftover in spooled:
+                with suppress(FileNotFoundError):
+                    os.remove(leftover)
         self.hook.log.info(
             "Stored %s (%d bytes); revised prompt: %.80s",
             final,
@@ -398,15 +404,3 @@ def remaining_requests(
             first = max(image.image_index for image in record.images) + 1
             remaining[index] = (request.model_copy(update={"n": missing}), first)
     return remaining
-
-
-@contextmanager
-def _spool_file() -> Iterator[IO[bytes]]:
-    """A local temporary file for one image, removed afterwards whatever its final name."""
-    path = os.path.join(tempfile.gettempdir(), f"xai-image-{uuid.uuid4().hex}")
-    try:
-        with open(path, "w+b") as spool:
-            yield spool
-    finally:
-        for leftover in glob.glob(f"{path}*"):
-            os.remove(leftover)

@@ -1,19 +1,13 @@
 """B. CPU time per image of this process at zero latency: the operator vs the requests+boto3 loop.
 
 When the operator misses the target (or with ``--profile``) B also says where the time goes: a cProfile
-of every thread (CPU clock) of one operator run and one loop run, by library, and "what if" runs of the
-two changes proposed for the package, simulated by patching the store *in this process only* and
-restored after (they never count for the target).
+of every thread (CPU clock) of one operator run and one loop run, by library.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gc
-import io
-import json
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from bench.harness import (
@@ -36,8 +30,6 @@ from bench.harness import (
 
 REPEATS = 3
 LIMIT = 1.25
-#: Records per S3 object in the "coalesced records" what-if.
-RECORDS_PER_OBJECT = 16
 
 
 def operator_cpu_per_image(
@@ -99,8 +91,8 @@ def run(servers: Servers, quick: bool, profile: bool = False) -> BenchResult:
     result.notes.append(
         "CPU is time.process_time() of the benchmark process only (all its threads), not the emulator's or "
         "moto's. The loop reuses one requests Session and one boto3 client (created before measuring). "
-        "The operator also streams each download to a temp file with a SHA-256, writes a per-request record "
-        "(a 2nd S3 PUT per image) and the manifest, and logs at INFO (to bench/results/bench.log) as a task does."
+        "The operator also streams each download to a temp file with a SHA-256, saves request records "
+        "(one S3 PUT per 16 requests) and the manifest, and logs at INFO (to bench/results/bench.log) as a task does."
     )
     if profile or ratio > LIMIT:
         say("  B: operator at max_concurrency=1 (is it thread contention?)")
@@ -113,7 +105,6 @@ def run(servers: Servers, quick: bool, profile: bool = False) -> BenchResult:
             else f"{serial * 1000:.2f} ms = {serial / median(plain_cpu):.2f}x the loop",
         )
         profile_where_time_goes(servers, bucket, plain, count, result)
-        what_if(servers, bucket, count, median(plain_cpu), result)
     return result
 
 
@@ -175,111 +166,6 @@ def profile_where_time_goes(servers: Servers, bucket: str, plain: PlainLoop, cou
 
 
 # -- what if: the proposed changes, simulated in this process --------------------------------------
-
-
-@contextlib.contextmanager
-def patched(owner: Any, **replacements: Any) -> Iterator[None]:
-    saved = {name: owner.__dict__[name] for name in replacements}
-    for name, value in replacements.items():
-        setattr(owner, name, value)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(owner, name, value)
-
-
-def coalesced_records() -> dict[str, Any]:
-    """Records written ``RECORDS_PER_OBJECT`` per S3 object (the rest flushed before the manifest)."""
-    from airflow_provider_xai_image import storage
-
-    pending: dict[int, list[Any]] = {}
-    lock = threading.Lock()
-    original_manifest = storage.ImageStore.write_manifest
-
-    def flush(store: Any, records: list[Any]) -> None:
-        if records:
-            name = f"records-{records[0].prompt_index:05d}-{len(records)}.json"
-            data = json.dumps([record.model_dump() for record in records]).encode()
-            storage.publish(store.folder / storage.RECORDS_DIR / name, data=data)
-
-    def write_record(store: Any, record: Any) -> None:
-        with lock:
-            batch = pending.setdefault(id(store), [])
-            batch.append(record)
-            full = batch if len(batch) >= RECORDS_PER_OBJECT else None
-            if full is not None:
-                pending[id(store)] = []
-        if full is not None:
-            flush(store, full)
-
-    def write_manifest(store: Any, manifest: Any) -> str:
-        with lock:
-            rest = pending.pop(id(store), [])
-        flush(store, rest)
-        return str(original_manifest(store, manifest))
-
-    return {"write_record": write_record, "write_manifest": write_manifest}
-
-
-def in_memory_spool() -> dict[str, Any]:
-    """``_store_image`` downloading into memory and uploading the bytes (``pipe_file``), no temp file."""
-    from airflow_provider_xai_image import storage
-
-    def _store_image(store: Any, prompt_index: int, image_index: int, prompt: Any, model: str, image: Any, cost: int):
-        record = storage.ImageRecord(
-            uri=None,
-            prompt_index=prompt_index,
-            image_index=image_index,
-            prompt=prompt,
-            revised_prompt=image.revised_prompt,
-            model=model,
-            mime_type=image.mime_type,
-            cost_usd_ticks=cost,
-        )
-        if image.filtered:
-            return record.model_copy(update={"moderation": "filtered"})
-        spool = io.BytesIO()
-        downloaded = store._fetch(image, spool)
-        final = store.image_path(prompt_index, image_index, downloaded.image_type.extension)
-        storage.publish(final, data=spool.getvalue())
-        store.hook.log.info(
-            "Stored %s (%d bytes); revised prompt: %.80s", final, downloaded.size, image.revised_prompt or "-"
-        )
-        return record.model_copy(
-            update={
-                "uri": str(final),
-                "mime_type": downloaded.image_type.mime_type,
-                "bytes": downloaded.size,
-                "sha256": downloaded.sha256,
-            }
-        )
-
-    return {"_store_image": _store_image}
-
-
-def what_if(servers: Servers, bucket: str, count: int, plain_cpu: float, result: BenchResult) -> None:
-    from airflow_provider_xai_image.storage import ImageStore
-
-    variants = {
-        f"records coalesced ({RECORDS_PER_OBJECT} per object)": coalesced_records,
-        "download spooled in memory, uploaded as bytes": in_memory_spool,
-        "both": lambda: {**coalesced_records(), **in_memory_spool()},
-    }
-    say(f"  B: what-if runs of the proposed changes (simulated in this process, {len(variants)} x 2 runs)")
-    figures: dict[str, Any] = {}
-    for name, make in variants.items():
-        cpus = []
-        for attempt in range(2):
-            with patched(ImageStore, **make()):
-                cpus.append(operator_cpu_per_image(servers, bucket, count, f"B-whatif-{len(figures)}-{attempt}")[0])
-        figures[name] = {"cpu_per_image_s": median(cpus), "ratio_vs_plain_loop": median(cpus) / plain_cpu}
-        result.row(f"what-if: {name}", f"{median(cpus) * 1000:.2f} ms/image = {median(cpus) / plain_cpu:.2f}x the loop")
-    result.figures["what_if_simulated"] = figures
-    result.notes.append(
-        "what-if rows patch ImageStore in the benchmark process only (package files untouched) to estimate the "
-        "proposed fixes; they are not the package as shipped and do not count for the target."
-    )
 
 
 def _ms(values: list[float]) -> str:
