@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
 import re
 import tempfile
 import threading
@@ -29,6 +30,7 @@ from contextlib import suppress
 from typing import IO, TYPE_CHECKING, Any, Literal
 
 from airflow.sdk import ObjectStoragePath
+from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 from pydantic import BaseModel, Field
 
@@ -153,30 +155,28 @@ def task_output_path(output_uri: str, run_id: str, task_id: str, map_index: int 
     return base
 
 
-def publish(final: ObjectStoragePath, *, local_file: str | None = None, data: bytes | None = None) -> None:
+def publish(fs: AbstractFileSystem, path: str, *, local_file: str | None = None, data: bytes | None = None) -> None:
     """
-    Make ``final`` appear whole or not at all.
+    Make the object at ``path`` of ``fs`` appear whole or not at all.
 
     Object stores (S3, GCS, Azure) only show an object once its upload completed, so the upload
     goes straight to the final key. A local file system would show a half-written file, so the
     bytes go to a hidden sibling first and are renamed into place.
     """
-    fs = final.fs
-    target = final.path
+    staging = path
     if isinstance(fs, LocalFileSystem):
-        fs.makedirs(final.parent.path, exist_ok=True)
-        staging = f"{final.parent.path}/.{final.name}.partial-{uuid.uuid4().hex}"
-    else:
-        staging = target
+        folder, name = posixpath.split(path)
+        fs.makedirs(folder, exist_ok=True)
+        staging = f"{folder}/.{name}.partial-{uuid.uuid4().hex}"
     try:
         if local_file is not None:
             fs.put_file(local_file, staging)
         else:
             fs.pipe_file(staging, data or b"")
-        if staging != target:
-            os.replace(staging, target)
+        if staging != path:
+            os.replace(staging, path)
     finally:
-        if staging != target and os.path.exists(staging):
+        if staging != path and os.path.exists(staging):
             os.remove(staging)
 
 
@@ -192,6 +192,10 @@ class ImageStore:
     def __init__(self, folder: ObjectStoragePath, hook: XaiHook) -> None:
         self.folder = folder
         self.hook = hook
+        # Names are joined as strings: building a path object per image costs more than its upload's bookkeeping.
+        self._fs = folder.fs
+        self._path = folder.path.rstrip("/")
+        self._uri = str(folder).rstrip("/")
         self._unsaved: list[RequestRecord] = []
         self._unsaved_since = time.monotonic()
         self._lock = threading.Lock()
@@ -202,12 +206,10 @@ class ImageStore:
     def __exit__(self, *exc_info: object) -> None:
         self.save_records()
 
-    @property
-    def manifest_path(self) -> ObjectStoragePath:
-        return self.folder / MANIFEST_NAME
-
-    def image_path(self, prompt_index: int, image_index: int, extension: str) -> ObjectStoragePath:
-        return self.folder / f"p{prompt_index:05d}-i{image_index:02d}.{extension}"
+    def _publish(self, name: str, *, local_file: str | None = None, data: bytes | None = None) -> str:
+        """Publish ``name`` (relative to the folder); return its URI."""
+        publish(self._fs, f"{self._path}/{name}", local_file=local_file, data=data)
+        return f"{self._uri}/{name}"
 
     def store_result(
         self, prompt_index: int, prompt: str | None, result: ImageGenerationResult, first_image_index: int = 0
@@ -248,7 +250,7 @@ class ImageStore:
         if records:
             first = min(record.prompt_index for record in records)
             data = json.dumps([record.model_dump(mode="json") for record in records]).encode()
-            publish(self.folder / RECORDS_DIR / f"p{first:05d}-{uuid.uuid4().hex[:12]}.json", data=data)
+            self._publish(f"{RECORDS_DIR}/p{first:05d}-{uuid.uuid4().hex[:12]}.json", data=data)
 
     def _store_image(
         self, prompt_index: int, image_index: int, prompt: str | None, model: str, image: GeneratedImage, cost: int
@@ -272,23 +274,23 @@ class ImageStore:
         try:
             with open(spool_path, "w+b") as spool:
                 downloaded = self._fetch(image, spool)
-            final = self.image_path(prompt_index, image_index, downloaded.image_type.extension)
-            spooled.append(f"{spool_path}.{downloaded.image_type.extension}")
+            extension = downloaded.image_type.extension
+            spooled.append(f"{spool_path}.{extension}")
             os.rename(spool_path, spooled[-1])
-            publish(final, local_file=spooled[-1])
+            uri = self._publish(f"p{prompt_index:05d}-i{image_index:02d}.{extension}", local_file=spooled[-1])
         finally:
             for leftover in spooled:
                 with suppress(FileNotFoundError):
                     os.remove(leftover)
         self.hook.log.info(
             "Stored %s (%d bytes); revised prompt: %.80s",
-            final,
+            uri,
             downloaded.size,
             image.revised_prompt or "-",
         )
         return record.model_copy(
             update={
-                "uri": str(final),
+                "uri": uri,
                 "mime_type": downloaded.image_type.mime_type,
                 "bytes": downloaded.size,
                 "sha256": downloaded.sha256,
@@ -367,8 +369,7 @@ class ImageStore:
 
     def write_manifest(self, manifest: Manifest) -> str:
         """Write ``manifest.json`` (atomically, last); return its URI."""
-        publish(self.manifest_path, data=manifest.model_dump_json().encode())
-        return str(self.manifest_path)
+        return self._publish(MANIFEST_NAME, data=manifest.model_dump_json().encode())
 
 
 def merge_records(earlier: RequestRecord | None, later: RequestRecord) -> RequestRecord:

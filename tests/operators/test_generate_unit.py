@@ -372,7 +372,7 @@ def test_publish_failing_mid_write_leaves_neither_final_nor_partial_file(
     final = ObjectStoragePath(f"file://{tmp_path}/out/p00000-i00.jpg")
 
     with pytest.raises(OSError, match="disk full"):
-        publish(final, local_file=str(source))
+        publish(final.fs, final.path, local_file=str(source))
 
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == []
 
