@@ -13,11 +13,11 @@ import json
 import textwrap
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
+
+from task_context import FakeStateStore, make_task_context
 
 from airflow_provider_xai_image.testing import XaiEmulator
 from airflow_provider_xai_image.testing.records import RequestRecord
@@ -46,33 +46,6 @@ def dag_env(emulator: XaiEmulator, **more: str) -> dict[str, str]:
     return {"AIRFLOW_CONN_XAI_DEFAULT": conn_json(emulator), **more}
 
 
-class FakeTaskInstance:
-    """The task instance of an in-process run: ids and XCom pushes."""
-
-    def __init__(self, dag_id: str, task_id: str, map_index: int = -1) -> None:
-        self.dag_id = dag_id
-        self.task_id = task_id
-        self.map_index = map_index
-        self.try_number = 1
-        self.xcoms: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcoms[key] = json.loads(json.dumps(value))  # XCom values must be JSON-able
-
-
-class FakeStateStore:
-    """``context["task_state_store"]``: ``get``/``set`` of JSON values kept across tries."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.data.get(key, default)
-
-    def set(self, key: str, value: Any, **_: Any) -> None:
-        self.data[key] = json.loads(json.dumps(value))
-
-
 def make_context(
     task_id: str,
     *,
@@ -81,14 +54,7 @@ def make_context(
     state_store: FakeStateStore | None = None,
 ) -> dict[str, Any]:
     """A context for ``operator.execute(context)`` outside Airflow (no ``task_state_store`` unless given)."""
-    context: dict[str, Any] = {
-        "ti": FakeTaskInstance(dag_id, task_id),
-        "run_id": run_id,
-        "outlet_events": defaultdict(SimpleNamespace),
-    }
-    if state_store is not None:
-        context["task_state_store"] = state_store
-    return context
+    return make_task_context(task_id, dag_id=dag_id, run_id=run_id, state_store=state_store)
 
 
 def calls(emulator: XaiEmulator, method: str, path: str) -> list[RequestRecord]:

@@ -8,10 +8,10 @@ import json
 import re
 import textwrap
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from PIL import Image
+from task_context import make_task_context
 
 from airflow_provider_xai_image.testing import XaiEmulator
 
@@ -54,31 +54,8 @@ def conn_env(conn_id: str, emulator: XaiEmulator, **extra: Any) -> dict[str, str
     return {f"AIRFLOW_CONN_{conn_id.upper()}": conn_json(emulator, **extra)}
 
 
-class FakeTI:
-    """The bits of a task instance the operator uses."""
-
-    def __init__(self, task_id: str, dag_id: str = "unit_dag", map_index: int = -1) -> None:
-        self.task_id = task_id
-        self.dag_id = dag_id
-        self.map_index = map_index
-        self.try_number = 1
-        self.xcoms: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        json.dumps(value)  # XCom values must be JSON-serializable
-        self.xcoms[key] = value
-
-
-class OutletEvents(dict):
-    """``context["outlet_events"]``: an accessor (with ``.extra``) per asset, created on first use."""
-
-    def __missing__(self, key: Any) -> SimpleNamespace:
-        self[key] = SimpleNamespace(extra={})
-        return self[key]
-
-
 def make_context(task_id: str = "generate", run_id: str = "manual__unit", map_index: int = -1) -> dict[str, Any]:
-    return {"ti": FakeTI(task_id, map_index=map_index), "run_id": run_id, "outlet_events": OutletEvents()}
+    return make_task_context(task_id, dag_id="unit_dag", run_id=run_id, map_index=map_index)
 
 
 def image_requests(emulator: XaiEmulator) -> list[Any]:
