@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -102,6 +103,24 @@ def read_response(method: str, path: str, status: int, body: str, retry_after: s
     if not isinstance(payload, dict):
         raise XaiServerError(method, path, status, "response is not a JSON object")
     return payload
+
+
+def _add_request_bodies(
+    requests_by_id: Sequence[tuple[str, ImageRequest]], max_bytes: int | None
+) -> list[dict[str, Any]]:
+    """The bodies of the "add requests" calls, made whole before the first call so that an oversize
+    entry fails before anything is added."""
+    entries = (batch_request_entry(request_id, request) for request_id, request in requests_by_id)
+    chunks = chunk_batch_requests(entries, max_bytes) if max_bytes else chunk_batch_requests(entries)
+    return [{"batch_requests": chunk} for chunk in chunks]
+
+
+def _page(page_size: int, token: str | None) -> dict[str, Any]:
+    return {"page_size": page_size, **({"pagination_token": token} if token else {})}
+
+
+def _batches_page(payload: dict[str, Any]) -> tuple[list[Batch], str | None]:
+    return [Batch.model_validate(item) for item in payload.get("batches", [])], payload.get("pagination_token") or None
 
 
 class XaiHook(BaseHook):
@@ -372,12 +391,10 @@ class XaiHook(BaseHook):
         :return: The number of add calls made.
         """
         pacer = pacer or CallPacer()
-        entries = (batch_request_entry(request_id, request) for request_id, request in requests_by_id)
-        # Chunked whole before the first call, so an oversize entry fails before anything is added.
-        chunks = list(chunk_batch_requests(entries, max_bytes) if max_bytes else chunk_batch_requests(entries))
+        chunks = _add_request_bodies(requests_by_id, max_bytes)
         for chunk in chunks:
             time.sleep(pacer.delay(time.monotonic()))
-            self.call("POST", f"{BATCHES_PATH}/{batch_id}/requests", json_body={"batch_requests": chunk})
+            self.call("POST", f"{BATCHES_PATH}/{batch_id}/requests", json_body=chunk)
             # Recorded once xAI has counted the call, so the window never runs ahead of the server's.
             pacer.record(time.monotonic())
         return len(chunks)
@@ -392,10 +409,7 @@ class XaiHook(BaseHook):
         """Every result of the batch, page by page (unordered: match by ``batch_request_id``)."""
         token: str | None = None
         while True:
-            params: dict[str, Any] = {"page_size": page_size}
-            if token:
-                params["pagination_token"] = token
-            payload = self.call("GET", f"{BATCHES_PATH}/{batch_id}/results", params=params)
+            payload = self.call("GET", f"{BATCHES_PATH}/{batch_id}/results", params=_page(page_size, token))
             results, token = parse_batch_results_page(payload, model)
             yield from results
             if not token:
@@ -409,13 +423,9 @@ class XaiHook(BaseHook):
         """The team's batches, newest first as xAI lists them."""
         token: str | None = None
         while True:
-            params: dict[str, Any] = {"page_size": page_size}
-            if token:
-                params["pagination_token"] = token
-            payload = self.call("GET", BATCHES_PATH, params=params)
-            for item in payload.get("batches", []):
-                yield Batch.model_validate(item)
-            token = payload.get("pagination_token") or None
+            payload = self.call("GET", BATCHES_PATH, params=_page(page_size, token))
+            batches, token = _batches_page(payload)
+            yield from batches
             if not token:
                 return
 
@@ -472,3 +482,57 @@ class XaiHook(BaseHook):
     async def aget_batch(self, client: httpx.AsyncClient, batch_id: str) -> Batch:
         """The async :meth:`get_batch`."""
         return Batch.model_validate(await self.acall(client, "GET", f"{BATCHES_PATH}/{batch_id}"))
+
+    async def acreate_batch(self, client: httpx.AsyncClient, name: str) -> Batch:
+        """The async :meth:`create_batch`."""
+        return Batch.model_validate(await self.acall(client, "POST", BATCHES_PATH, json_body={"name": name}))
+
+    async def aadd_batch_requests(
+        self,
+        client: httpx.AsyncClient,
+        batch_id: str,
+        requests_by_id: Sequence[tuple[str, ImageRequest]],
+        *,
+        pacer: CallPacer | None = None,
+        max_bytes: int | None = None,
+    ) -> int:
+        """The async :meth:`add_batch_requests`: same splitting and pace."""
+        pacer = pacer or CallPacer()
+        chunks = _add_request_bodies(requests_by_id, max_bytes)
+        for chunk in chunks:
+            await asyncio.sleep(pacer.delay(time.monotonic()))
+            await self.acall(client, "POST", f"{BATCHES_PATH}/{batch_id}/requests", json_body=chunk)
+            pacer.record(time.monotonic())
+        return len(chunks)
+
+    async def aiter_batch_results(
+        self, client: httpx.AsyncClient, batch_id: str, *, model: str = "", page_size: int = RESULTS_PAGE_SIZE
+    ) -> AsyncIterator[BatchResult]:
+        """The async :meth:`iter_batch_results`."""
+        token: str | None = None
+        while True:
+            path = f"{BATCHES_PATH}/{batch_id}/results"
+            payload = await self.acall(client, "GET", path, params=_page(page_size, token))
+            results, token = parse_batch_results_page(payload, model)
+            for result in results:
+                yield result
+            if not token:
+                return
+
+    async def acancel_batch(self, client: httpx.AsyncClient, batch_id: str) -> Batch:
+        """The async :meth:`cancel_batch`."""
+        return Batch.model_validate(await self.acall(client, "POST", f"{BATCHES_PATH}/{batch_id}:cancel"))
+
+    async def alist_batches(
+        self, client: httpx.AsyncClient, *, page_size: int = RESULTS_PAGE_SIZE
+    ) -> AsyncIterator[Batch]:
+        """The async :meth:`list_batches`."""
+        token: str | None = None
+        while True:
+            batches, token = _batches_page(
+                await self.acall(client, "GET", BATCHES_PATH, params=_page(page_size, token))
+            )
+            for batch in batches:
+                yield batch
+            if not token:
+                return

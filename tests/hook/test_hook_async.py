@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from airflow_provider_xai_image.batching import CallPacer
 from airflow_provider_xai_image.exceptions import (
     XaiAuthError,
     XaiBadRequestError,
@@ -152,3 +154,33 @@ async def test_async_client_without_a_connection_is_a_config_error(monkeypatch: 
     with pytest.raises(XaiConnectionConfigError, match="airflow connections add xai_async_missing"):
         async with hook.async_client():
             pass
+
+
+async def test_async_batch_lifecycle_matches_the_sync_calls(hook: XaiHook, emulator: XaiEmulator) -> None:
+    emulator.configure(
+        batch_seconds=0.05, batch_add_max_bytes=2_000, batch_add_max_calls=2, batch_add_window_seconds=0.5
+    )
+    requests = [(str(index), hook.build_request(f"async poster {index}")) for index in range(30)]
+
+    async with hook.async_client() as client:
+        batch = await hook.acreate_batch(client, "async-nightly")
+        calls = await hook.aadd_batch_requests(
+            client, batch.batch_id, requests, pacer=CallPacer(2, 0.5), max_bytes=2_000
+        )
+        while not (await hook.aget_batch(client, batch.batch_id)).is_done:
+            await asyncio.sleep(0.05)
+        results = [result async for result in hook.aiter_batch_results(client, batch.batch_id, page_size=7)]
+        other = await hook.acreate_batch(client, "async-cancelled")
+        await hook.aadd_batch_requests(client, other.batch_id, requests[:1])
+        cancelled = await hook.acancel_batch(client, other.batch_id)
+        listed = [listed.batch_id async for listed in hook.alist_batches(client, page_size=1)]
+
+    adds = [r for r in emulator.requests_log if r.path == f"/v1/batches/{batch.batch_id}/requests"]
+    assert calls == len(adds) > 1
+    assert all(r.status == 200 and r.body_size <= 2_000 for r in adds)
+    assert sorted(int(result.batch_request_id) for result in results) == list(range(30))
+    assert all(result.result is not None and len(result.result.images) == 1 for result in results)
+    assert len([r for r in emulator.requests_log if r.path.endswith("/results")]) == 5  # pages of 7
+    assert listed == [batch.batch_id, other.batch_id]
+    assert cancelled.cancel_time is not None
+    assert cancelled.state.num_cancelled == 1
