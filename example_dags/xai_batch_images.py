@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from airflow.sdk import DAG, task
-from xai_example_utils import OUTPUT_URI, POLL_INTERVAL, check_image
+from airflow.sdk import DAG
+from xai_example_utils import OUTPUT_URI, POLL_INTERVAL, check_images
 
 from airflow_provider_xai_image.operators.batch import (
     XaiBatchGenerateImagesOperator,
@@ -47,12 +47,6 @@ with DAG(
         output_uri=OUTPUT_URI,
         prompts=PROMPTS,
     )
-
-    @task
-    def check_images(uris: list[str]) -> int:
-        for uri in uris:
-            check_image(uri)
-        return len(uris)
 
     submit >> wait >> store
     check_images(store.output)

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from airflow.sdk import ObjectStoragePath
+from airflow.sdk import ObjectStoragePath, task
 
 from airflow_provider_xai_image.image_types import HEADER_BYTES, sniff_image_type
 from airflow_provider_xai_image.models import USD_TICKS_PER_USD
@@ -15,6 +15,19 @@ from airflow_provider_xai_image.models import USD_TICKS_PER_USD
 #: Where the examples store images: ``XAI_EXAMPLE_OUTPUT_URI`` (e.g. ``s3://aws_default@bucket/images/``),
 #: else ``./demo-output/`` on the local file system.
 OUTPUT_URI = os.environ.get("XAI_EXAMPLE_OUTPUT_URI") or (Path.cwd() / "demo-output").as_uri() + "/"
+
+
+@task
+def check_images(uris: list) -> dict[str, int]:
+    """Open every path from XCom (a list, or one list per mapped task) and check it is an image.
+
+    :return: How many images of each type there are.
+    """
+    kinds: dict[str, int] = {}
+    for uri in (uri for item in uris for uri in ([item] if isinstance(item, str) else item)):
+        mime_type = check_image(uri)
+        kinds[mime_type] = kinds.get(mime_type, 0) + 1
+    return kinds
 
 
 def check_image(uri: str) -> str:

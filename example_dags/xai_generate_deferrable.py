@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from airflow.sdk import DAG, task
-from xai_example_utils import OUTPUT_URI, check_image
+from airflow.sdk import DAG
+from xai_example_utils import OUTPUT_URI, check_images
 
 from airflow_provider_xai_image.operators.generate import XaiGenerateImagesOperator
 
@@ -25,11 +25,5 @@ with DAG(
         max_concurrency=6,
         deferrable=True,
     )
-
-    @task
-    def check_images(uris: list[str]) -> int:
-        for uri in uris:
-            check_image(uri)
-        return len(uris)
 
     check_images(generate.output)

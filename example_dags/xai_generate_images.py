@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from airflow.sdk import DAG, ObjectStoragePath, XComArg, task
-from xai_example_utils import OUTPUT_URI, check_image, write_gallery
+from xai_example_utils import OUTPUT_URI, check_images, write_gallery
 
 from airflow_provider_xai_image.operators.generate import XaiGenerateImagesOperator
 
@@ -38,15 +38,6 @@ with DAG(
         max_concurrency=4,
         max_cost_usd=1.00,
     )
-
-    @task
-    def check_images(uris: list) -> dict[str, int]:
-        """Open every path from XCom (a list, or one list per mapped task) and check it holds an image."""
-        kinds: dict[str, int] = {}
-        for uri in (uri for item in uris for uri in ([item] if isinstance(item, str) else item)):
-            mime_type = check_image(uri)
-            kinds[mime_type] = kinds.get(mime_type, 0) + 1
-        return kinds
 
     edit = XaiGenerateImagesOperator.partial(
         task_id="edit",

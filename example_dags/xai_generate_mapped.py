@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from airflow.sdk import DAG, task
-from xai_example_utils import OUTPUT_URI, check_image
+from airflow.sdk import DAG
+from xai_example_utils import OUTPUT_URI, check_images
 
 from airflow_provider_xai_image.operators.generate import XaiGenerateImagesOperator
 
@@ -28,13 +28,5 @@ with DAG(
         ]
     )
 
-    @task
-    def count_images(per_task: list[list[str]]) -> int:
-        """Check every image of every mapped task instance; return how many there are."""
-        uris = [uri for uris in per_task for uri in uris]
-        for uri in uris:
-            check_image(uri)
-        return len(uris)
-
-    count_images.override(task_id="count_by_prompt")(by_prompt.output)
-    count_images.override(task_id="count_by_kwargs")(by_kwargs.output)
+    check_images.override(task_id="count_by_prompt")(by_prompt.output)
+    check_images.override(task_id="count_by_kwargs")(by_kwargs.output)

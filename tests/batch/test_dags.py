@@ -428,7 +428,7 @@ def test_example_batch_dag_runs_against_the_emulator_and_moto(
     result = run_dag_test(files, env=env)
 
     result.assert_task_states(submit="success", wait="success", store="success", check_images="success")
-    assert result.xcom("check_images") == 20
+    assert result.xcom("check_images") == {"image/jpeg": 20}
     images = [key for key in moto_s3.keys(s3_bucket, "examples/") if key.endswith(".jpg")]
     assert len(images) == 20
     assert images == [f"examples/{safe_segment(result.run_id)}/store/p{i:05d}-i00.jpg" for i in range(20)]

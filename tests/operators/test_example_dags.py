@@ -116,7 +116,7 @@ def test_example_dag_runs_against_the_emulator_into_s3(example_run: SimpleNamesp
             for (task_id, _, key), value in result.xcoms.items()
             if key == "return_value" and task_id.startswith(("count", "check"))
         ]
-        assert sum(counts) == image_count
+        assert sum(count["image/jpeg"] for count in counts) == image_count
 
 
 def test_example_dag_records_an_asset_event_per_image_task_instance(example_run: SimpleNamespace) -> None:
