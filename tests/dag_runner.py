@@ -301,16 +301,7 @@ class DagTestRunner:
         returncode, output, duration = self._execute(cmd, folder, env, timeout, f"dags test {dag_id}")
         new_runs = [r for r in self._runs(dag_id) if r["run_id"] not in before]
         run_id = new_runs[-1]["run_id"] if new_runs else None
-        result = DagTestResult(
-            command=cmd,
-            returncode=returncode,
-            output=output,
-            duration=duration,
-            dag_id=dag_id,
-            dags_folder=folder,
-            run_id=run_id,
-        )
-        self._read_back(result)
+        result = self._result(cmd, returncode, output, duration, dag_id, folder, run_id)
         if check:
             result.assert_success()
         return result
@@ -352,16 +343,7 @@ class DagTestRunner:
 
         returncode, output, duration = self._execute(cmd, folder, env, timeout, f"tasks test {dag_id}.{task_id}")
         run_id = self._find_run_id(dag_id, target) if target is not None else None
-        result = DagTestResult(
-            command=cmd,
-            returncode=returncode,
-            output=output,
-            duration=duration,
-            dag_id=dag_id,
-            dags_folder=folder,
-            run_id=run_id,
-        )
-        self._read_back(result)
+        result = self._result(cmd, returncode, output, duration, dag_id, folder, run_id)
         # ``airflow tasks test`` exits 0 even when the task fails: judge by the task instance state.
         if returncode == 0 and run_id is not None:
             states = [ti.state for ti in result.task_instances if ti.task_id == task_id]
@@ -479,6 +461,29 @@ class DagTestRunner:
             if r["logical_date"] and datetime.fromisoformat(r["logical_date"]) == wanted:
                 return r["run_id"]
         return None
+
+    def _result(
+        self,
+        cmd: list[str],
+        returncode: int,
+        output: str,
+        duration: float,
+        dag_id: str,
+        folder: Path,
+        run_id: str | None,
+    ) -> DagTestResult:
+        """The result of one command, with the run's task instances and XComs read back from the DB."""
+        result = DagTestResult(
+            command=cmd,
+            returncode=returncode,
+            output=output,
+            duration=duration,
+            dag_id=dag_id,
+            dags_folder=folder,
+            run_id=run_id,
+        )
+        self._read_back(result)
+        return result
 
     def _read_back(self, result: DagTestResult) -> None:
         if result.run_id is None or not self.db_path.exists():
