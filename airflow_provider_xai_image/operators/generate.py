@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from airflow.providers.common.compat.sdk import conf
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 OnModeration = Literal["fail", "skip"]
-ON_MODERATION_CHOICES: tuple[str, ...] = ("fail", "skip")
+ON_MODERATION_CHOICES: tuple[str, ...] = get_args(OnModeration)
 
 
 class XaiGenerateImagesOperator(XaiImageRequestOperator):
