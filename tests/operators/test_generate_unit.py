@@ -565,3 +565,13 @@ def test_a_partly_stored_request_pays_only_for_its_missing_images(xai_conn: XaiE
     assert xai_conn.images_billed == 4  # 3, then only the missing one
     assert image_requests(xai_conn)[-1].json["n"] == 1
     assert [uri.rsplit("/", 1)[-1] for uri in uris] == ["p00000-i00.jpg", "p00000-i01.jpg", "p00000-i02.jpg"]
+
+
+def test_images_in_s3_carry_their_content_type(xai_conn: XaiEmulator, moto_s3: Any, s3_bucket: str) -> None:
+    xai_conn.configure(image_format="png")
+
+    [uri] = make_operator(f"s3://aws_moto@{s3_bucket}/typed/", prompt="A typed picture").execute(make_context())
+
+    key = uri.split(f"{s3_bucket}/", 1)[1]
+    assert key.endswith(".png")
+    assert moto_s3.head(s3_bucket, key)["ContentType"] == "image/png"
