@@ -115,6 +115,16 @@ def _add_request_bodies(
     return [{"batch_requests": chunk} for chunk in chunks]
 
 
+def _pooled_session(headers: dict[str, str]) -> requests.Session:
+    """A session whose connection pool fits the operators' highest sensible concurrency."""
+    session = requests.Session()
+    session.headers.update(headers)
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
 def _page(page_size: int, token: str | None) -> dict[str, Any]:
     return {"page_size": page_size, **({"pagination_token": token} if token else {})}
 
@@ -192,22 +202,12 @@ class XaiHook(BaseHook):
 
     @cached_property
     def _session(self) -> requests.Session:
-        session = requests.Session()
-        session.headers.update(self._headers())
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE)
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
-        return session
+        return _pooled_session(self._headers())
 
     @cached_property
     def _download_session(self) -> requests.Session:
         """Temporary image URLs need no key, and must never be sent it."""
-        session = requests.Session()
-        session.headers["User-Agent"] = USER_AGENT
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE)
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
-        return session
+        return _pooled_session({"User-Agent": USER_AGENT})
 
     def get_conn(self) -> requests.Session:
         """The hook's ``requests.Session``, carrying the API key and User-Agent."""
