@@ -16,7 +16,7 @@ class CostBudget:
     """A spending limit shared by concurrent requests (thread-safe).
 
     :param max_cost_usd: The limit in USD, or None for no limit.
-    :param spent_usd_ticks: What earlier tries already spent on the images being reused.
+    :param spent_usd_ticks: What earlier tries already spent (or possibly spent) on this task's images.
     """
 
     def __init__(self, max_cost_usd: float | None, spent_usd_ticks: int = 0) -> None:
@@ -44,11 +44,9 @@ class CostBudget:
             self._reserved += estimate_usd_ticks
 
     def settle(self, estimate_usd_ticks: int, actual_usd_ticks: int) -> None:
-        """Replace a reservation by what xAI reported; fail once the actual spend passed the limit."""
+        """Replace a reservation by what was (or may have been) spent; fail once the spend passed the limit."""
         with self._lock:
             self._reserved -= estimate_usd_ticks
             self.spent += actual_usd_ticks
             if self.limit is not None and self.spent > self.limit:
-                raise XaiBudgetExceededError(
-                    f"Stopping: xAI reported {usd(self.spent)} spent, over max_cost_usd={usd(self.limit)}."
-                )
+                raise XaiBudgetExceededError(f"Stopping: {usd(self.spent)} spent, over max_cost_usd={usd(self.limit)}.")

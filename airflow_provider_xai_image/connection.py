@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -17,8 +18,15 @@ if TYPE_CHECKING:
 CONN_TYPE = "xai"
 DEFAULT_CONN_ID = "xai_default"
 DEFAULT_CONNECT_TIMEOUT = 10.0
-DEFAULT_READ_TIMEOUT = 180.0
+#: Read timeout of image requests: a ``2.0`` request at 2k takes 60-80 s and ``n`` multiplies it; a
+#: shorter one would cut off work that xAI still bills.
+DEFAULT_IMAGE_READ_TIMEOUT = 900.0
+#: Read timeout of every other call (free, and quick).
+DEFAULT_READ_TIMEOUT = 120.0
 DEFAULT_MAX_RETRIES = 5
+DEFAULT_MAX_AMBIGUOUS_RETRIES = 0
+#: What an API key may hold: visible ASCII, nothing an HTTP header refuses (a newline, a space).
+_KEY_CHARACTERS = re.compile(r"[\x21-\x7e]+")
 
 HOW_TO_CREATE = (
     "Create it in the Airflow UI (Admin > Connections, type 'xAI', API key in 'API Key'), with "
@@ -34,13 +42,15 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
         "password": "xai-...",
         "extra": json.dumps(
             {
-                "timeout": DEFAULT_READ_TIMEOUT,
+                "timeout": DEFAULT_IMAGE_READ_TIMEOUT,
                 "max_retries": DEFAULT_MAX_RETRIES,
+                "max_ambiguous_retries": DEFAULT_MAX_AMBIGUOUS_RETRIES,
                 "default_model": DEFAULT_MODEL,
             }
         ),
-        "timeout": str(DEFAULT_READ_TIMEOUT),
+        "timeout": str(DEFAULT_IMAGE_READ_TIMEOUT),
         "max_retries": str(DEFAULT_MAX_RETRIES),
+        "max_ambiguous_retries": str(DEFAULT_MAX_AMBIGUOUS_RETRIES),
         "default_model": DEFAULT_MODEL,
     },
 }
@@ -49,13 +59,24 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
 CONN_FIELDS: dict[str, Any] = {
     "timeout": {
         "label": "Timeout (seconds)",
-        "description": f"Read timeout of one request; the connect timeout is {DEFAULT_CONNECT_TIMEOUT:g} s.",
-        "schema": {"type": ["number", "null"], "default": DEFAULT_READ_TIMEOUT},
+        "description": (
+            f"Read timeout of one request (default {DEFAULT_IMAGE_READ_TIMEOUT:g} s for image requests, "
+            f"{DEFAULT_READ_TIMEOUT:g} s for others); the connect timeout is {DEFAULT_CONNECT_TIMEOUT:g} s."
+        ),
+        "schema": {"type": ["number", "null"], "default": DEFAULT_IMAGE_READ_TIMEOUT},
     },
     "max_retries": {
         "label": "Max retries",
-        "description": "Retries of 429, 5xx and connection errors (exponential backoff, Retry-After honoured).",
+        "description": "Retries of 429, 503 and connection errors (exponential backoff, Retry-After honoured).",
         "schema": {"type": ["integer", "null"], "default": DEFAULT_MAX_RETRIES},
+    },
+    "max_ambiguous_retries": {
+        "label": "Max ambiguous retries",
+        "description": (
+            "Re-sends of a paid image request that may have reached xAI (read timeout, dropped "
+            "connection, 500/502/504). Each may be billed; 0 never pays twice."
+        ),
+        "schema": {"type": ["integer", "null"], "default": DEFAULT_MAX_AMBIGUOUS_RETRIES},
     },
     "default_model": {
         "label": "Default model",
@@ -72,16 +93,20 @@ class XaiConnectionSettings:
     api_key: SecretStr = field(repr=False)
     base_url: str = DEFAULT_BASE_URL
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
-    read_timeout: float = DEFAULT_READ_TIMEOUT
+    #: The connection's read timeout; None: :data:`DEFAULT_IMAGE_READ_TIMEOUT` or :data:`DEFAULT_READ_TIMEOUT`.
+    read_timeout: float | None = None
     max_retries: int = DEFAULT_MAX_RETRIES
+    max_ambiguous_retries: int = DEFAULT_MAX_AMBIGUOUS_RETRIES
     default_model: str = DEFAULT_MODEL
+
+    def timeout(self, image_request: bool = False) -> tuple[float, float]:
+        """``(connect, read)`` seconds for one call."""
+        default = DEFAULT_IMAGE_READ_TIMEOUT if image_request else DEFAULT_READ_TIMEOUT
+        return self.connect_timeout, default if self.read_timeout is None else self.read_timeout
 
     @classmethod
     def from_connection(cls, conn: Connection) -> XaiConnectionSettings:
-        if not conn.password:
-            raise XaiConnectionConfigError(
-                f"Connection {conn.conn_id!r} has no API key (the password field). " + how_to_create(conn.conn_id)
-            )
+        api_key = api_key_of(conn)
         extra = conn.extra_dejson
 
         def option(name: str) -> Any:
@@ -90,30 +115,54 @@ class XaiConnectionSettings:
 
         try:
             timeout = option("timeout")
+            read_timeout: float | None
             if isinstance(timeout, list | tuple):
                 connect_timeout, read_timeout = (float(value) for value in timeout)
             else:
                 connect_timeout = DEFAULT_CONNECT_TIMEOUT
-                read_timeout = DEFAULT_READ_TIMEOUT if timeout is None else float(timeout)
+                read_timeout = None if timeout is None else float(timeout)
         except (TypeError, ValueError):
             raise XaiConnectionConfigError(
                 f"Connection {conn.conn_id!r}: extra 'timeout' must be seconds or [connect, read], got {timeout!r}"
             ) from None
-        max_retries = option("max_retries")
-        try:
-            retries = DEFAULT_MAX_RETRIES if max_retries is None else int(max_retries)
-        except (TypeError, ValueError):
-            raise XaiConnectionConfigError(
-                f"Connection {conn.conn_id!r}: extra 'max_retries' must be a whole number, got {max_retries!r}"
-            ) from None
+
+        def count(name: str, default: int) -> int:
+            value = option(name)
+            try:
+                number = default if value is None else int(value)
+            except (TypeError, ValueError):
+                number = -1
+            if number < 0 or isinstance(value, bool | float):
+                raise XaiConnectionConfigError(
+                    f"Connection {conn.conn_id!r}: extra {name!r} must be a whole number >= 0, got {value!r}"
+                )
+            return number
+
         return cls(
-            api_key=SecretStr(conn.password),
+            api_key=api_key,
             base_url=base_url(conn.host, conn.port, conn.schema),
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
-            max_retries=retries,
+            max_retries=count("max_retries", DEFAULT_MAX_RETRIES),
+            max_ambiguous_retries=count("max_ambiguous_retries", DEFAULT_MAX_AMBIGUOUS_RETRIES),
             default_model=option("default_model") or DEFAULT_MODEL,
         )
+
+
+def api_key_of(conn: Connection) -> SecretStr:
+    """The connection's API key without surrounding whitespace (a secret read from a file often ends in a
+    newline); refused, without being echoed, when it holds a character no HTTP header may carry."""
+    key = (conn.password or "").strip()
+    if not key:
+        raise XaiConnectionConfigError(
+            f"Connection {conn.conn_id!r} has no API key (the password field). " + how_to_create(conn.conn_id)
+        )
+    if not _KEY_CHARACTERS.fullmatch(key):
+        raise XaiConnectionConfigError(
+            f"Connection {conn.conn_id!r}: the API key holds a character an HTTP header cannot carry (a line "
+            "break, a space or a control character inside it); paste the key again."
+        )
+    return SecretStr(key)
 
 
 def how_to_create(conn_id: str) -> str:

@@ -1,5 +1,12 @@
 """One retry policy for every xAI call, sync and async: tenacity, exponential backoff with jitter,
-``Retry-After`` honoured, only transient errors retried."""
+``Retry-After`` honoured, and billing kept in mind.
+
+A failure that surely was not served (the connection was never made, 429, 503) is retried for any
+call. A failure that may have reached xAI (read timeout, dropped connection, 500/502/504, an
+unreadable 200) is retried freely for free calls, but a paid request raises it as
+:class:`~airflow_provider_xai_image.exceptions.XaiPossiblyBilledError` and is re-sent at most
+``max_ambiguous_retries`` times (default 0): xAI bills a request it ran even when the client has gone.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,7 @@ from typing import Any
 
 import tenacity
 
-from airflow_provider_xai_image.exceptions import XaiRateLimitError, XaiTransientError
+from airflow_provider_xai_image.exceptions import XaiPossiblyBilledError, XaiRateLimitError, XaiTransientError
 
 #: Backoff bounds (seconds) when xAI does not say how long to wait.
 BACKOFF_INITIAL = 0.5
@@ -33,8 +40,25 @@ class wait_retry_after_or_backoff(tenacity.wait.wait_base):
         return self._backoff(retry_state)
 
 
-def retry_policy(max_retries: int, log: logging.Logger | Any) -> dict[str, Any]:
-    """Keyword arguments for ``tenacity.Retrying`` or ``tenacity.AsyncRetrying``."""
+class retry_transient_unless_billed(tenacity.retry_base):
+    """Retry transient errors; a possibly billed one only ``max_ambiguous_retries`` times in one call."""
+
+    def __init__(self, max_ambiguous_retries: int) -> None:
+        self.max_ambiguous_retries = max_ambiguous_retries
+        self.ambiguous = 0
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        error = retry_state.outcome.exception() if retry_state.outcome else None
+        if not isinstance(error, XaiTransientError):
+            return False
+        if isinstance(error, XaiPossiblyBilledError):
+            self.ambiguous += 1
+            return self.ambiguous <= self.max_ambiguous_retries
+        return True
+
+
+def retry_policy(max_retries: int, log: logging.Logger | Any, max_ambiguous_retries: int = 0) -> dict[str, Any]:
+    """Keyword arguments for ``tenacity.Retrying`` or ``tenacity.AsyncRetrying`` (a fresh policy per call)."""
 
     def log_retry(retry_state: tenacity.RetryCallState) -> None:
         error = retry_state.outcome.exception() if retry_state.outcome else None
@@ -42,7 +66,7 @@ def retry_policy(max_retries: int, log: logging.Logger | Any) -> dict[str, Any]:
         log.warning("%s; retry %d of %d in %.2f s", error, retry_state.attempt_number, max_retries, wait)
 
     return {
-        "retry": tenacity.retry_if_exception_type(XaiTransientError),
+        "retry": retry_transient_unless_billed(max_ambiguous_retries),
         "stop": tenacity.stop_after_attempt(max_retries + 1),
         "wait": wait_retry_after_or_backoff(),
         "before_sleep": log_retry,

@@ -1,35 +1,48 @@
-"""Reading source images for edits from object storage into the data URIs xAI accepts."""
+"""Reading the source images of an edit into the data URIs xAI accepts, checked before any request."""
 
 from __future__ import annotations
 
 import base64
+import binascii
 import io
 from collections.abc import Sequence
 
 from airflow.sdk import ObjectStoragePath
 
-from airflow_provider_xai_image.exceptions import XaiImageError
+from airflow_provider_xai_image.exceptions import XaiImageError, XaiSourceImageError
 from airflow_provider_xai_image.image_types import verify_stream
-from airflow_provider_xai_image.models import MAX_SOURCE_IMAGES
-
-#: Largest source image read (xAI documents no limit; larger bodies are slow and costly to send).
-MAX_SOURCE_IMAGE_BYTES = 20 * 1024 * 1024
+from airflow_provider_xai_image.models import MAX_SOURCE_IMAGE_BYTES, SOURCE_IMAGE_TYPES
 
 
-def check_source_count(sources: Sequence[str]) -> None:
-    if not 1 <= len(sources) <= MAX_SOURCE_IMAGES:
-        raise ValueError(f"source_images: xAI edits take 1 to {MAX_SOURCE_IMAGES} images, got {len(sources)}")
+def read_source_images(sources: Sequence[str]) -> tuple[str, ...]:
+    """Each source as xAI takes it: an https URL as is (xAI fetches it), anything else read, checked
+    (PNG, JPEG or WebP, whole, at most 10 MiB) and encoded as a data URI.
+
+    :raises XaiSourceImageError: naming the source's position and URI.
+    """
+    return tuple(_read(position, source) for position, source in enumerate(sources))
 
 
-def to_data_uri(source: str) -> str:
-    """An https URL or data URI as is; an object-storage URI (``s3://``, ``file://``, a path) read and encoded."""
-    if source.startswith(("https://", "http://", "data:image/")):
+def _read(position: int, source: str) -> str:
+    if source.startswith("https://"):
         return source
-    path = ObjectStoragePath(source)
+    name = f"source_images[{position}] ({source[:80]})"
     buffer = io.BytesIO()
     try:
-        with path.open("rb") as stream:
-            image = verify_stream(stream, buffer, f"source image {source}", MAX_SOURCE_IMAGE_BYTES)
+        if source.startswith("data:"):
+            decoded = io.BytesIO(base64.b64decode(source.partition(",")[2], validate=True))
+            image = verify_stream(decoded, buffer, name, MAX_SOURCE_IMAGE_BYTES)
+        else:
+            with ObjectStoragePath(source).open("rb") as stream:
+                image = verify_stream(stream, buffer, name, MAX_SOURCE_IMAGE_BYTES)
     except FileNotFoundError:
-        raise XaiImageError(f"source image {source} does not exist") from None
+        raise XaiSourceImageError(f"{name} does not exist") from None
+    except binascii.Error:
+        raise XaiSourceImageError(f"{name} is not valid base64") from None
+    except XaiImageError as error:
+        raise XaiSourceImageError(f"{error} (xAI takes PNG, JPEG or WebP of at most 10 MiB)") from None
+    if image.image_type.mime_type not in SOURCE_IMAGE_TYPES:
+        raise XaiSourceImageError(
+            f"{name} is {image.image_type.mime_type}; xAI takes only {', '.join(SOURCE_IMAGE_TYPES)}"
+        )
     return f"data:{image.image_type.mime_type};base64,{base64.b64encode(buffer.getvalue()).decode()}"

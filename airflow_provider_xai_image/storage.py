@@ -1,17 +1,21 @@
-"""Where images go: deterministic names, atomic streaming writes, request records, the manifest.
+"""Where images go: deterministic names, a local spool, whole-or-nothing publishing with retries.
 
 Layout under ``output_uri`` for one task instance::
 
-    <output_uri>/<run_id>/<task_id>[/map-<map_index>]/p00000-i00.jpg   one image (prompt 0, image 0)
+    <output_uri>/<run_id>/<task_id>[/map-<map_index>]/p00000-i00-<fingerprint>.jpg   one image
                                                      /_records/p00000-<id>.json   records of some requests
-                                                     /manifest.json          written last
+                                                     /manifest.json               written last
 
-A retried task must find what earlier tries paid for. An image that exists proves it: its name
-says which prompt and image it is. Records add what a name cannot carry (revised prompt, model,
-cost, moderation, errors); they are saved a few requests at a time (each extra object costs as much
-as an image upload) and always when a try ends, also by an error. Only a hard crash loses the
-records of the last few requests: their images are then recovered from storage, with size, type
-and sha256 read back, and without revised prompt or cost. No name carries prompt text.
+(``run_id`` and ``task_id`` as :func:`safe_segment` writes them.) An image's name says which prompt
+and image it is and which request made it (the request's fingerprint), so a stored image proves
+what was paid for even when a crash lost its record: it is then recovered from storage, with size,
+type and sha256 read back. Records add what a name cannot carry (revised prompt, model, cost,
+moderation, errors); they are saved a few requests at a time and always when a try ends.
+
+Every image goes through a spool folder on local disk first (one folder per task instance), and is
+verified whole there before it is published. A billed image stays in the spool until it is stored:
+publishing retries transient storage errors for up to a minute, and a later try on the same machine
+publishes what is left in the spool before asking xAI for anything.
 """
 
 from __future__ import annotations
@@ -21,26 +25,36 @@ import json
 import os
 import posixpath
 import re
+import shutil
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
-from typing import IO, TYPE_CHECKING, Any, Literal
+from typing import IO, TYPE_CHECKING
 
+import tenacity
+from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
 from airflow.sdk import ObjectStoragePath
 from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
-from pydantic import BaseModel, Field
 
-from airflow_provider_xai_image.exceptions import XaiContentFilteredError
+from airflow_provider_xai_image.exceptions import (
+    XaiApiError,
+    XaiImageError,
+    XaiStorageConfigError,
+    XaiStorageError,
+)
 from airflow_provider_xai_image.image_types import ImageWriter, VerifiedImage, verify_stream
-from airflow_provider_xai_image.models import (
-    USD_TICKS_PER_USD,
-    GeneratedImage,
-    ImageGenerationResult,
-    ImageRequest,
+from airflow_provider_xai_image.models import GeneratedImage, ImageGenerationResult
+from airflow_provider_xai_image.records import (
+    FINGERPRINT_CHARS,
+    ImageRecord,
+    LoadedRecords,
+    Manifest,
+    RequestRecord,
+    sort_records,
 )
 
 if TYPE_CHECKING:
@@ -51,92 +65,21 @@ RECORDS_DIR = "_records"
 #: Records are saved once this many requests are unsaved, or the oldest is this many seconds old.
 RECORDS_PER_OBJECT = 16
 RECORDS_MAX_AGE_SECONDS = 2.0
+#: How long publishing retries a storage error before the task fails (the image stays spooled).
+PUBLISH_RETRY_SECONDS = 60.0
+#: Where spool folders live (one per task instance).
+SPOOL_ROOT = os.path.join(tempfile.gettempdir(), "airflow-xai-spool")
 _SAFE_SEGMENT = re.compile(r"[^A-Za-z0-9._-]")
-_IMAGE_NAME = re.compile(r"^p(?P<prompt>\d{5})-i(?P<image>\d{2})\.[a-z]+$")
+_IMAGE_NAME = re.compile(
+    rf"^p(?P<prompt>\d{{5}})-i(?P<image>\d{{2}})-(?P<fingerprint>[0-9a-f]{{{FINGERPRINT_CHARS}}})\.[a-z]+$"
+)
+#: Storage errors a retry cannot fix.
+_PERMANENT_STORAGE_ERRORS = (FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError)
 
 
-def check_moderation(records: Iterable[RequestRecord], on_moderation: str) -> None:
-    """With ``on_moderation="fail"``, raise naming every prompt index that had an image filtered."""
-    if on_moderation != "fail":
-        return
-    filtered = sorted(record.prompt_index for record in records if record.filtered)
-    if filtered:
-        raise XaiContentFilteredError(
-            f"xAI's moderation filtered images of prompt index(es) {filtered}; "
-            'set on_moderation="skip" to record them in the manifest and go on.'
-        )
-
-
-class ImageRecord(BaseModel):
-    """One image slot of the manifest: where it is and how it came to be (or why it is missing)."""
-
-    uri: str | None
-    prompt_index: int
-    image_index: int
-    prompt: str | None
-    revised_prompt: str | None = None
-    model: str
-    mime_type: str | None = None
-    bytes: int | None = None
-    sha256: str | None = None
-    cost_usd_ticks: int = 0
-    moderation: Literal["passed", "filtered"] = "passed"
-
-
-class RequestRecord(BaseModel):
-    """What one paid request produced; written once its images are stored."""
-
-    prompt_index: int
-    prompt: str | None
-    model: str
-    cost_usd_ticks: int = 0
-    images: list[ImageRecord] = Field(default_factory=list)
-    error: str | None = None
-    #: Some images were recovered from storage after a crash lost their record.
-    recovered: bool = False
-
-    @property
-    def filtered(self) -> list[ImageRecord]:
-        return [image for image in self.images if image.moderation == "filtered"]
-
-
-class Manifest(BaseModel):
-    """``manifest.json``: every image slot, the totals and the request parameters (no secrets)."""
-
-    images: list[ImageRecord]
-    errors: list[dict[str, Any]] = Field(default_factory=list)
-    totals: dict[str, Any]
-    parameters: dict[str, Any]
-
-    @classmethod
-    def from_records(
-        cls, records: Iterable[RequestRecord], *, elapsed_seconds: float, parameters: dict[str, Any]
-    ) -> Manifest:
-        ordered = sorted(records, key=lambda record: record.prompt_index)
-        images = [image for record in ordered for image in record.images]
-        cost_ticks = sum(record.cost_usd_ticks for record in ordered)
-        return cls(
-            images=images,
-            errors=[
-                {"prompt_index": record.prompt_index, "prompt": record.prompt, "error": record.error}
-                for record in ordered
-                if record.error
-            ],
-            totals={
-                "requests": len(ordered),
-                "images": sum(1 for image in images if image.uri),
-                "filtered": sum(1 for image in images if image.moderation == "filtered"),
-                "failed_requests": sum(1 for record in ordered if record.error),
-                "cost_usd_ticks": cost_ticks,
-                "cost_usd": cost_ticks / USD_TICKS_PER_USD,
-                "elapsed_seconds": round(elapsed_seconds, 3),
-            },
-            parameters=parameters,
-        )
-
-    @property
-    def image_uris(self) -> list[str]:
-        return [image.uri for image in self.images if image.uri]
+def image_stem(prompt_index: int, image_index: int, fingerprint: str) -> str:
+    """The name of an image without its extension (no prompt text, ever)."""
+    return f"p{prompt_index:05d}-i{image_index:02d}-{fingerprint}"
 
 
 def safe_segment(value: str) -> str:
@@ -157,12 +100,25 @@ def task_output_path(output_uri: str, run_id: str, task_id: str, map_index: int 
 
 def publish(fs: AbstractFileSystem, path: str, *, local_file: str | None = None, data: bytes | None = None) -> None:
     """
-    Make the object at ``path`` of ``fs`` appear whole or not at all.
+    Make the object at ``path`` of ``fs`` appear whole or not at all, retrying transient storage errors
+    with backoff for up to :data:`PUBLISH_RETRY_SECONDS`.
 
     Object stores (S3, GCS, Azure) only show an object once its upload completed, so the upload
     goes straight to the final key. A local file system would show a half-written file, so the
     bytes go to a hidden sibling first and are renamed into place.
     """
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_not_exception_type(_PERMANENT_STORAGE_ERRORS),
+        stop=tenacity.stop_after_delay(PUBLISH_RETRY_SECONDS),
+        wait=tenacity.wait_exponential(multiplier=0.5, max=10.0),
+        reraise=True,
+    )
+    for attempt in retrying:
+        with attempt:
+            _publish_once(fs, path, local_file, data)
+
+
+def _publish_once(fs: AbstractFileSystem, path: str, local_file: str | None, data: bytes | None) -> None:
     staging = path
     if isinstance(fs, LocalFileSystem):
         folder, name = posixpath.split(path)
@@ -180,8 +136,30 @@ def publish(fs: AbstractFileSystem, path: str, *, local_file: str | None = None,
             os.remove(staging)
 
 
+def check_output_location(folder: ObjectStoragePath, parameter: str = "output_uri") -> None:
+    """Before anything is paid for: the storage connection exists, and the folder takes (and gives back)
+    a small probe object. A missing connection would silently fall back to ambient credentials."""
+    conn_id = getattr(folder, "conn_id", None)
+    if conn_id:
+        try:
+            BaseHook.get_connection(conn_id)
+        except AirflowNotFoundException:
+            raise XaiStorageConfigError(
+                f"{parameter}: the storage connection {conn_id!r} named in {folder} does not exist; "
+                "no request was sent."
+            ) from None
+    probe = f"{folder.path.rstrip('/')}/{RECORDS_DIR}/.probe-{uuid.uuid4().hex}"
+    try:
+        _publish_once(folder.fs, probe, None, b"probe")
+        folder.fs.rm_file(probe)
+    except Exception as error:
+        raise XaiStorageConfigError(
+            f"{parameter}: cannot write to {folder} ({type(error).__name__}: {error}); no request was sent."
+        ) from None
+
+
 class ImageStore:
-    """Stores one task instance's images, records and manifest under ``folder``.
+    """Stores one task instance's images, records and manifest under ``folder``, through its spool.
 
     Use it as a context manager (or call :meth:`save_records`) so records are saved when work ends.
 
@@ -196,6 +174,7 @@ class ImageStore:
         self._fs = folder.fs
         self._path = folder.path.rstrip("/")
         self._uri = str(folder).rstrip("/")
+        self.spool = os.path.join(SPOOL_ROOT, hashlib.sha256(self._uri.encode()).hexdigest()[:16])
         self._unsaved: list[RequestRecord] = []
         self._unsaved_since = time.monotonic()
         self._lock = threading.Lock()
@@ -207,25 +186,58 @@ class ImageStore:
         self.save_records()
 
     def _publish(self, name: str, *, local_file: str | None = None, data: bytes | None = None) -> str:
-        """Publish ``name`` (relative to the folder); return its URI."""
-        publish(self._fs, f"{self._path}/{name}", local_file=local_file, data=data)
-        return f"{self._uri}/{name}"
+        """Publish ``name`` (relative to the folder); return its URI. The error names the upload."""
+        uri = f"{self._uri}/{name}"
+        try:
+            publish(self._fs, f"{self._path}/{name}", local_file=local_file, data=data)
+        except Exception as error:
+            kept = f"; the image stays in the spool {local_file} for the next try" if local_file else ""
+            raise XaiStorageError(f"Upload of {uri} failed: {type(error).__name__}: {error}{kept}") from error
+        return uri
+
+    # -- before the first paid request ------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Check the output location, then publish what an earlier try left in the spool (billed images
+        whose upload failed); cut leftovers of a killed try are removed."""
+        check_output_location(self.folder)
+        if not os.path.isdir(self.spool):
+            return
+        for name in sorted(os.listdir(self.spool)):
+            path = os.path.join(self.spool, name)
+            if _IMAGE_NAME.match(name):
+                self._publish(name, local_file=path)
+                self.hook.log.info("Published %s, spooled by an earlier try", name)
+            os.remove(path)
+
+    # -- storing -------------------------------------------------------------------------------------
 
     def store_result(
-        self, prompt_index: int, prompt: str | None, result: ImageGenerationResult, first_image_index: int = 0
+        self,
+        prompt_index: int,
+        prompt: str | None,
+        result: ImageGenerationResult,
+        fingerprint: str,
+        first_image_index: int = 0,
     ) -> RequestRecord:
-        """Store every image of one response (numbered from ``first_image_index``) and record it."""
+        """Store every image of one response (numbered from ``first_image_index``) and record it.
+
+        An image that cannot be had whole (cut, expired, not an image) is recorded as failed, never
+        published; a storage failure raises :class:`XaiStorageError` with the image kept in the spool.
+        """
         share = result.cost_usd_ticks // max(1, len(result.images))
         images = [
-            self._store_image(prompt_index, first_image_index + offset, prompt, result.model, image, share)
+            self._store_image(prompt_index, first_image_index + offset, prompt, result.model, image, share, fingerprint)
             for offset, image in enumerate(result.images)
         ]
         record = RequestRecord(
             prompt_index=prompt_index,
             prompt=prompt,
             model=result.model,
+            fingerprint=fingerprint,
             cost_usd_ticks=result.cost_usd_ticks,
             images=images,
+            error=result.error or _failed_images(images),
         )
         self.add_record(record)
         return record
@@ -244,16 +256,29 @@ class ImageStore:
             self.save_records()
 
     def save_records(self) -> None:
-        """Save every queued record in one object."""
+        """Save every queued record in one object (put back in the queue when saving fails)."""
         with self._lock:
             records, self._unsaved = self._unsaved, []
-        if records:
-            first = min(record.prompt_index for record in records)
-            data = json.dumps([record.model_dump(mode="json") for record in records]).encode()
+        if not records:
+            return
+        first = min(record.prompt_index for record in records)
+        data = json.dumps([record.model_dump(mode="json") for record in records]).encode()
+        try:
             self._publish(f"{RECORDS_DIR}/p{first:05d}-{uuid.uuid4().hex[:12]}.json", data=data)
+        except XaiStorageError:
+            with self._lock:
+                self._unsaved[:0] = records
+            raise
 
     def _store_image(
-        self, prompt_index: int, image_index: int, prompt: str | None, model: str, image: GeneratedImage, cost: int
+        self,
+        prompt_index: int,
+        image_index: int,
+        prompt: str | None,
+        model: str,
+        image: GeneratedImage,
+        cost: int,
+        fingerprint: str,
     ) -> ImageRecord:
         record = ImageRecord(
             uri=None,
@@ -267,27 +292,26 @@ class ImageStore:
         )
         if image.filtered:
             return record.model_copy(update={"moderation": "filtered"})
-        # Spooled on local disk (memory stays flat whatever the image's size); the name gets the image's
-        # extension so object stores that guess Content-Type from it get it right.
-        spool_path = os.path.join(tempfile.gettempdir(), f"xai-image-{uuid.uuid4().hex}")
-        spooled = [spool_path]
+        stem = image_stem(prompt_index, image_index, fingerprint)
+        os.makedirs(self.spool, exist_ok=True)
+        partial = os.path.join(self.spool, f"{stem}.part")
         try:
-            with open(spool_path, "w+b") as spool:
-                downloaded = self._fetch(image, spool)
-            extension = downloaded.image_type.extension
-            spooled.append(f"{spool_path}.{extension}")
-            os.rename(spool_path, spooled[-1])
-            uri = self._publish(f"p{prompt_index:05d}-i{image_index:02d}.{extension}", local_file=spooled[-1])
-        finally:
-            for leftover in spooled:
-                with suppress(FileNotFoundError):
-                    os.remove(leftover)
-        self.hook.log.info(
-            "Stored %s (%d bytes); revised prompt: %.80s",
-            uri,
-            downloaded.size,
-            image.revised_prompt or "-",
-        )
+            with open(partial, "w+b") as spool:
+                downloaded = self._fetch(image, spool, stem)
+        except BaseException as error:
+            with suppress(FileNotFoundError):
+                os.remove(partial)
+            if not isinstance(error, XaiImageError | XaiApiError):
+                raise
+            self.hook.log.error("Image %d of prompt %d is not stored: %s", image_index, prompt_index, error)
+            return record.model_copy(update={"error": str(error)})
+        # The spool name carries the real extension, so object stores guess the Content-Type right.
+        name = f"{stem}.{downloaded.image_type.extension}"
+        spooled = os.path.join(self.spool, name)
+        os.replace(partial, spooled)
+        uri = self._publish(name, local_file=spooled)
+        os.remove(spooled)
+        self.hook.log.info("Stored %s (%d bytes)", uri, downloaded.size)
         return record.model_copy(
             update={
                 "uri": uri,
@@ -297,111 +321,87 @@ class ImageStore:
             }
         )
 
-    def _fetch(self, image: GeneratedImage, spool: IO[bytes]) -> VerifiedImage:
+    def _fetch(self, image: GeneratedImage, spool: IO[bytes], name: str) -> VerifiedImage:
         if image.url:
             return self.hook.download(image.url, spool)
-        writer = ImageWriter(spool, "b64_json image")
+        writer = ImageWriter(spool, f"b64_json image {name}")
         writer.write(image.data or b"")
         return writer.result()
 
-    def load_records(self, prompts: Sequence[str | None] | None = None) -> dict[int, RequestRecord]:
-        """What earlier tries stored, by prompt index: their records, plus any stored image no record names.
+    # -- resuming ------------------------------------------------------------------------------------
 
+    def load_records(
+        self, fingerprint_of: Callable[[int], str | None], prompts: Sequence[str | None] | None = None
+    ) -> LoadedRecords:
+        """What earlier tries stored: their records, plus any stored image no record names, split into
+        the records of the current requests and superseded ones.
+
+        :param fingerprint_of: The fingerprint of the current request of a prompt index.
         :param prompts: The task's prompts, to name the prompt of recovered images.
         """
-        records: dict[int, RequestRecord] = {}
+        records: list[RequestRecord] = []
         records_dir = self.folder / RECORDS_DIR
         if records_dir.exists():
             for path in records_dir.iterdir():
                 if path.name.endswith(".json") and not path.name.startswith("."):
-                    for item in json.loads(path.read_bytes()):
-                        record = RequestRecord.model_validate(item)
-                        records[record.prompt_index] = merge_records(records.get(record.prompt_index), record)
-        recovered = self._recover_unrecorded_images(records, prompts)
-        for record in recovered:
-            records[record.prompt_index] = merge_records(records.get(record.prompt_index), record)
+                    records += [RequestRecord.model_validate(item) for item in json.loads(path.read_bytes())]
+        recovered = list(self._recover_unrecorded_images(records, prompts))
         if recovered:
             self.hook.log.warning(
                 "Recovered %d stored image(s) of prompt index(es) %s whose records a crashed try did not "
                 "save; their revised prompt and cost are unknown.",
                 sum(len(record.images) for record in recovered),
-                sorted(record.prompt_index for record in recovered),
+                sorted({record.prompt_index for record in recovered}),
             )
-        return records
+        return sort_records([*records, *recovered], fingerprint_of)
 
     def _recover_unrecorded_images(
-        self, records: dict[int, RequestRecord], prompts: Sequence[str | None] | None
-    ) -> list[RequestRecord]:
+        self, records: list[RequestRecord], prompts: Sequence[str | None] | None
+    ) -> Iterator[RequestRecord]:
         if not self.folder.exists():
-            return []
-        recorded = {image.uri for record in records.values() for image in record.images if image.uri}
-        found: dict[int, list[ImageRecord]] = {}
+            return
+        recorded = {image.uri for record in records for image in record.images if image.uri}
         for path in self.folder.iterdir():
             match = _IMAGE_NAME.match(path.name)
             if match is None or str(path) in recorded:
                 continue
             prompt_index = int(match["prompt"])
             prompt = prompts[prompt_index] if prompts is not None and prompt_index < len(prompts) else None
-            with path.open("rb") as stream, open(os.devnull, "wb") as sink:
-                image = verify_stream(stream, sink, str(path))
-            found.setdefault(prompt_index, []).append(
-                ImageRecord(
-                    uri=str(path),
-                    prompt_index=prompt_index,
-                    image_index=int(match["image"]),
-                    prompt=prompt,
-                    model="unknown",
-                    mime_type=image.image_type.mime_type,
-                    bytes=image.size,
-                    sha256=image.sha256,
-                )
-            )
-        return [
-            RequestRecord(
-                prompt_index=index,
-                prompt=images[0].prompt,
+            try:
+                with path.open("rb") as stream, open(os.devnull, "wb") as sink:
+                    image = verify_stream(stream, sink, str(path))
+            except XaiImageError as error:
+                self.hook.log.warning("Not reusing %s: %s", path, error)
+                continue
+            yield RequestRecord(
+                prompt_index=prompt_index,
+                prompt=prompt,
                 model="unknown",
-                images=sorted(images, key=lambda image: image.image_index),
+                fingerprint=match["fingerprint"],
                 recovered=True,
+                images=[
+                    ImageRecord(
+                        uri=str(path),
+                        prompt_index=prompt_index,
+                        image_index=int(match["image"]),
+                        prompt=prompt,
+                        model="unknown",
+                        mime_type=image.image_type.mime_type,
+                        bytes=image.size,
+                        sha256=image.sha256,
+                    )
+                ],
             )
-            for index, images in found.items()
-        ]
 
     def write_manifest(self, manifest: Manifest) -> str:
-        """Write ``manifest.json`` (atomically, last); return its URI."""
-        return self._publish(MANIFEST_NAME, data=manifest.model_dump_json().encode())
+        """Write ``manifest.json`` (atomically, last); return its URI. The spool folder goes with it."""
+        uri = self._publish(MANIFEST_NAME, data=manifest.model_dump_json().encode())
+        shutil.rmtree(self.spool, ignore_errors=True)
+        return uri
 
 
-def merge_records(earlier: RequestRecord | None, later: RequestRecord) -> RequestRecord:
-    """One record of a prompt from two (a recovered part and a part generated after it)."""
-    if earlier is None:
-        return later
-    images = sorted([*earlier.images, *later.images], key=lambda image: image.image_index)
-    return later.model_copy(
-        update={
-            "images": images,
-            "cost_usd_ticks": earlier.cost_usd_ticks + later.cost_usd_ticks,
-            "recovered": earlier.recovered or later.recovered,
-            "model": later.model if later.model != "unknown" else earlier.model,
-        }
-    )
-
-
-def remaining_requests(
-    requests: Sequence[ImageRequest], records: dict[int, RequestRecord]
-) -> dict[int, tuple[ImageRequest, int]]:
-    """What is left to pay for, by prompt index: the request and the index of its first image.
-
-    A prompt with a record is done, unless images of it were recovered after a crash and fewer than
-    ``n``: then only the missing images are requested, numbered after the recovered ones.
-    """
-    remaining = {}
-    for index, request in enumerate(requests):
-        record = records.get(index)
-        if record is None:
-            remaining[index] = (request, 0)
-        elif len(record.images) < request.n:
-            missing = request.n - len(record.images)
-            first = max(image.image_index for image in record.images) + 1
-            remaining[index] = (request.model_copy(update={"n": missing}), first)
-    return remaining
+def _failed_images(images: list[ImageRecord]) -> str | None:
+    failed = [image for image in images if image.error]
+    if not failed:
+        return None
+    return f"{len(failed)} image(s) not stored: " + "; ".join(f"image {i.image_index}: {i.error}" for i in failed)

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from functools import cached_property
 from typing import IO, Any
+from urllib.parse import unquote
 
 import httpx
 import requests
 import tenacity
-from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
+import urllib3
+from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook, mask_secret
 from requests.adapters import HTTPAdapter
 
 from airflow_provider_xai_image import __version__
-from airflow_provider_xai_image.batching import CallPacer, chunk_batch_requests
 from airflow_provider_xai_image.connection import (
     CONN_TYPE,
     DEFAULT_CONN_ID,
@@ -31,22 +30,25 @@ from airflow_provider_xai_image.exceptions import (
     XaiBadRequestError,
     XaiConnectionConfigError,
     XaiImageError,
+    XaiPossiblyBilledError,
     XaiRateLimitError,
     XaiServerError,
 )
 from airflow_provider_xai_image.image_types import MAX_IMAGE_BYTES, ImageWriter, VerifiedImage
 from airflow_provider_xai_image.models import (
     API_KEY_PATH,
+    BATCH_FILE_FIELDS,
     BATCHES_PATH,
     DEPRECATED_MODELS,
-    FALLBACK_PRICE_USD_TICKS_PER_IMAGE,
+    FILES_PATH,
+    HIGHEST_KNOWN_PRICE_USD_TICKS,
+    MAX_PAGE_LIMIT,
     MODELS_PATH,
     Batch,
     BatchResult,
     ImageGenerationResult,
     ImageModel,
     ImageRequest,
-    batch_request_entry,
     parse_batch_results_page,
     parse_image_response,
 )
@@ -56,19 +58,34 @@ USER_AGENT = f"airflow-provider-xai-image/{__version__}"
 DOWNLOAD_CHUNK_BYTES = 256 * 1024
 #: Connection pool size: enough for the operators' highest sensible concurrency.
 POOL_SIZE = 64
-RESULTS_PAGE_SIZE = 100
+#: Results per page: a page of base64 images is held in memory whole, so not xAI's maximum of 1000.
+RESULTS_PAGE_LIMIT = 100
+#: Words of a 400's error text that mean the key was refused (xAI answers some wrong keys with 400).
+_KEY_REFUSED_WORDS = ("api key", "api-key", "apikey")
 
 
-def error_from_response(method: str, path: str, status: int, body: str, retry_after: str | None) -> XaiApiError:
+def error_from_response(
+    method: str, path: str, status: int, body: str, retry_after: str | None, *, paid: bool = False
+) -> XaiApiError:
     """The typed error for an HTTP error status, carrying xAI's own error text."""
     detail = _error_detail(body)
-    if status in (401, 403):
-        return XaiAuthError(method, path, status, detail)
+    # Some answers percent-encode their text ("Incorrect%20API%20key").
+    if status in (401, 403) or (status == 400 and any(word in unquote(detail).lower() for word in _KEY_REFUSED_WORDS)):
+        return XaiAuthError(method, path, status, f"the API key was refused: {detail}")
     if status == 429:
         return XaiRateLimitError(method, path, status, detail, _seconds(retry_after))
     if status >= 500:
-        return XaiServerError(method, path, status, detail)
+        return server_error(method, path, status, detail, maybe_processed=status != 503, paid=paid)
     return XaiBadRequestError(method, path, status, detail)
+
+
+def server_error(
+    method: str, path: str, status: int | None, detail: str, *, maybe_processed: bool, paid: bool
+) -> XaiServerError:
+    """A transient failure; for a paid request that may have reached xAI, :class:`XaiPossiblyBilledError`."""
+    if paid and maybe_processed:
+        return XaiPossiblyBilledError(method, path, status, detail)
+    return XaiServerError(method, path, status, detail, maybe_processed=maybe_processed)
 
 
 def _error_detail(body: str) -> str:
@@ -92,27 +109,32 @@ def _seconds(value: str | None) -> float | None:
         return None
 
 
-def read_response(method: str, path: str, status: int, body: str, retry_after: str | None) -> dict[str, Any]:
+def read_response(
+    method: str, path: str, status: int, body: str, retry_after: str | None, *, paid: bool = False
+) -> dict[str, Any]:
     """The JSON object of a successful response, or the typed error of a failed one."""
     if status >= 400:
-        raise error_from_response(method, path, status, body, retry_after)
+        raise error_from_response(method, path, status, body, retry_after, paid=paid)
     try:
         payload = json.loads(body)
     except ValueError:
-        raise XaiServerError(method, path, status, f"response is not valid JSON: {body[:80]!r}") from None
+        detail = f"response is not valid JSON: {body[:80]!r}"
+        raise server_error(method, path, status, detail, maybe_processed=True, paid=paid) from None
     if not isinstance(payload, dict):
-        raise XaiServerError(method, path, status, "response is not a JSON object")
+        raise server_error(method, path, status, "response is not a JSON object", maybe_processed=True, paid=paid)
     return payload
 
 
-def _add_request_bodies(
-    requests_by_id: Sequence[tuple[str, ImageRequest]], max_bytes: int | None
-) -> list[dict[str, Any]]:
-    """The bodies of the "add requests" calls, made whole before the first call so that an oversize
-    entry fails before anything is added."""
-    entries = (batch_request_entry(request_id, request) for request_id, request in requests_by_id)
-    chunks = chunk_batch_requests(entries, max_bytes) if max_bytes else chunk_batch_requests(entries)
-    return [{"batch_requests": chunk} for chunk in chunks]
+def transport_failure(method: str, path: str, error: Exception, *, paid: bool) -> XaiServerError:
+    """A request that got no HTTP answer. Only the type of the library's error is shown: its text may
+    quote a header, hence the key. It surely did not reach xAI only when no connection was made."""
+    if isinstance(error, requests.RequestException):
+        reason = getattr(error.args[0], "reason", None) if error.args else None
+        unsent = isinstance(error, requests.ConnectTimeout) or isinstance(reason, urllib3.exceptions.NewConnectionError)
+    else:
+        unsent = isinstance(error, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+    what = "no connection could be made" if unsent else "the request may have reached xAI"
+    return server_error(method, path, None, f"{type(error).__name__} ({what})", maybe_processed=not unsent, paid=paid)
 
 
 def _pooled_session(headers: dict[str, str]) -> requests.Session:
@@ -125,22 +147,33 @@ def _pooled_session(headers: dict[str, str]) -> requests.Session:
     return session
 
 
-def _page(page_size: int, token: str | None) -> dict[str, Any]:
-    return {"page_size": page_size, **({"pagination_token": token} if token else {})}
+def _page(limit: int, token: str | None) -> dict[str, Any]:
+    if not 1 <= limit <= MAX_PAGE_LIMIT:
+        raise ValueError(f"limit: must be 1..{MAX_PAGE_LIMIT}, got {limit!r}")
+    return {"limit": limit, **({"pagination_token": token} if token else {})}
 
 
 def _batches_page(payload: dict[str, Any]) -> tuple[list[Batch], str | None]:
     return [Batch.model_validate(item) for item in payload.get("batches", [])], payload.get("pagination_token") or None
 
 
+def _results_page(batch_id: str, payload: dict[str, Any], model: str) -> tuple[list[BatchResult], str | None]:
+    try:
+        return parse_batch_results_page(payload, model)
+    except ValueError as error:
+        raise XaiServerError("GET", f"{BATCHES_PATH}/{batch_id}/results", 200, str(error)) from None
+
+
 class XaiHook(BaseHook):
     """
     Talks to the xAI API with the API key of an Airflow connection of type ``xai``.
 
-    The connection's password is the API key; its host an optional base URL (default
-    ``https://api.x.ai/v1``); its extras ``timeout`` (seconds, or ``[connect, read]``),
-    ``max_retries`` and ``default_model``. Transient failures (429, 5xx, broken connections)
-    are retried with exponential backoff and jitter, honouring ``Retry-After``.
+    The connection's password is the API key (surrounding whitespace is stripped); its host an optional
+    base URL (default ``https://api.x.ai/v1``); its extras ``timeout`` (seconds, or ``[connect, read]``),
+    ``max_retries``, ``max_ambiguous_retries`` and ``default_model``. Failures that surely were not
+    served (connection errors, 429, 503) are retried with exponential backoff and jitter, honouring
+    ``Retry-After``; a paid request that may have reached xAI is not re-sent unless
+    ``max_ambiguous_retries`` allows it (see :mod:`airflow_provider_xai_image.retry`).
 
     :param xai_conn_id: The Airflow connection to use.
     """
@@ -154,6 +187,7 @@ class XaiHook(BaseHook):
         super().__init__(**kwargs)
         self.xai_conn_id = xai_conn_id
         self._settings: XaiConnectionSettings | None = None
+        self._key_checked = False
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(xai_conn_id={self.xai_conn_id!r})"
@@ -172,7 +206,7 @@ class XaiHook(BaseHook):
                 conn = self.get_connection(self.xai_conn_id)
             except AirflowNotFoundException:
                 raise self._missing_connection() from None
-            self._settings = XaiConnectionSettings.from_connection(conn)
+            self._settings = self._read_settings(conn)
         return self._settings
 
     async def aload_settings(self) -> XaiConnectionSettings:
@@ -182,8 +216,14 @@ class XaiHook(BaseHook):
                 conn = await self.aget_connection(self.xai_conn_id)
             except AirflowNotFoundException:
                 raise self._missing_connection() from None
-            self._settings = XaiConnectionSettings.from_connection(conn)
+            self._settings = self._read_settings(conn)
         return self._settings
+
+    @staticmethod
+    def _read_settings(conn: Any) -> XaiConnectionSettings:
+        settings = XaiConnectionSettings.from_connection(conn)
+        mask_secret(settings.api_key.get_secret_value())
+        return settings
 
     def _missing_connection(self) -> XaiConnectionConfigError:
         return XaiConnectionConfigError(
@@ -216,30 +256,39 @@ class XaiHook(BaseHook):
     # -- one call, retried --------------------------------------------------------------------------
 
     def _retrying(self) -> tenacity.Retrying:
-        return tenacity.Retrying(**retry_policy(self.settings.max_retries, self.log))
+        settings = self.settings
+        return tenacity.Retrying(**retry_policy(settings.max_retries, self.log, settings.max_ambiguous_retries))
 
     def call(
-        self, method: str, path: str, *, json_body: Any = None, params: dict[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: dict[str, Any] | None = None,
+        files: dict[str, Any] | None = None,
+        data: dict[str, str] | None = None,
+        paid: bool = False,
     ) -> dict[str, Any]:
-        """Send one API request (retried when transient) and return its JSON object."""
+        """
+        Send one API request and return its JSON object.
+
+        :param paid: The request costs money (generate, edit, batch creation): a failure that may have
+            reached xAI raises :class:`XaiPossiblyBilledError` and is re-sent only ``max_ambiguous_retries``
+            times. Image requests also get the long read timeout.
+        """
+        timeout = self.settings.timeout(image_request=paid and method == "POST" and path.startswith("images/"))
         for attempt in self._retrying():
             with attempt:
-                return self._call_once(method, path, json_body, params)
+                try:
+                    response = self._session.request(
+                        method, self._url(path), json=json_body, params=params, files=files, data=data, timeout=timeout
+                    )
+                except requests.RequestException as error:
+                    raise transport_failure(method, path, error, paid=paid) from None
+                retry_after = response.headers.get("Retry-After")
+                return read_response(method, path, response.status_code, response.text, retry_after, paid=paid)
         raise AssertionError("unreachable: tenacity reraises the last error")
-
-    def _call_once(self, method: str, path: str, json_body: Any, params: dict[str, Any] | None) -> dict[str, Any]:
-        settings = self.settings
-        try:
-            response = self._session.request(
-                method,
-                self._url(path),
-                json=json_body,
-                params=params,
-                timeout=(settings.connect_timeout, settings.read_timeout),
-            )
-        except requests.RequestException as error:
-            raise XaiServerError(method, path, None, f"{type(error).__name__}: {error}") from None
-        return read_response(method, path, response.status_code, response.text, response.headers.get("Retry-After"))
 
     # -- API -----------------------------------------------------------------------------------------
 
@@ -251,6 +300,15 @@ class XaiHook(BaseHook):
             return False, str(error)
         label = info.get("name") or info.get("redacted_api_key") or "(unnamed key)"
         return True, f"Connected to xAI at {self.settings.base_url} with API key {label!r}."
+
+    def check_api_key(self) -> None:
+        """Before the first paid request: check the key with the free ``GET /api-key`` (once per hook).
+
+        :raises XaiAuthError: xAI refused the key (400/401/403).
+        """
+        if not self._key_checked:
+            self.call("GET", API_KEY_PATH)
+            self._key_checked = True
 
     def build_request(self, prompt: str, **params: Any) -> ImageRequest:
         """Validate one image request (no request is sent); ``model=None`` takes the connection's default.
@@ -287,11 +345,12 @@ class XaiHook(BaseHook):
         :param n: Images to generate, 1..10.
         :param aspect_ratio: One of ``models.ASPECT_RATIOS``.
         :param resolution: ``1k`` or ``2k``.
-        :param quality: ``low``, ``medium`` or ``high``.
+        :param quality: ``low`` or ``medium`` (``grok-imagine-image-2.0``; sent only when set).
         :param response_format: ``url`` (temporary URL) or ``b64_json`` (inline bytes).
         :param user: End-user id for xAI's abuse monitoring.
         :param source_images: 1..3 https URLs or ``data:image/...`` URIs; calls ``images/edits``.
         :return: The images (URL or bytes each, or marked filtered), the model used and the cost.
+        :raises XaiPossiblyBilledError: the request may have been billed, and was not re-sent.
         """
         request = self.build_request(
             prompt,
@@ -307,9 +366,9 @@ class XaiHook(BaseHook):
         return self.run_image_request(request)
 
     def run_image_request(self, request: ImageRequest) -> ImageGenerationResult:
-        """Send a validated request to ``images/generations`` or ``images/edits``."""
+        """Send a validated request to ``images/generations`` or ``images/edits`` (paid: see :meth:`call`)."""
         self._warn_if_deprecated(request.model)
-        payload = self.call("POST", request.path, json_body=request.body())
+        payload = self.call("POST", request.path, json_body=request.body(), paid=True)
         return parse_image_response(payload, request.model, request.n)
 
     def _warn_if_deprecated(self, model: str) -> None:
@@ -317,28 +376,36 @@ class XaiHook(BaseHook):
             self.log.warning("Model %r is deprecated by xAI; use %r instead.", model, replacement)
 
     def list_image_models(self) -> list[ImageModel]:
-        """The image models this key can use, with their prices (``image_price`` in 1e-10 USD)."""
+        """The image models this key can use, with their prices (1e-10 USD per image)."""
         payload = self.call("GET", MODELS_PATH)
         return [ImageModel.model_validate(item) for item in payload.get("models", [])]
 
-    def image_price_usd_ticks(self, model: str) -> int:
-        """Price of one image of ``model`` from ``list_image_models``, or the documented fallback ($0.02)."""
+    @cached_property
+    def _models_or_none(self) -> list[ImageModel] | None:
         try:
-            models = self.list_image_models()
+            return self.list_image_models()
         except XaiApiError as error:
-            self.log.warning("Could not read image prices (%s); assuming $0.02 per image.", error)
-            return FALLBACK_PRICE_USD_TICKS_PER_IMAGE
-        for entry in models:
-            if (model == entry.id or model in entry.aliases) and entry.image_price:
-                return entry.image_price
-        return FALLBACK_PRICE_USD_TICKS_PER_IMAGE
+            self.log.warning("Could not read image prices (%s); estimating with the highest known price.", error)
+            return None
+
+    def price_per_image_usd_ticks(self, request: ImageRequest) -> int:
+        """
+        The price of one image of ``request``: the model's price for its quality and resolution (the
+        highest matching tier of ``pricing``, else ``image_price``). When prices cannot be read or the
+        model is not listed, the highest known price: an estimate is never low. Edits bill each source
+        image too, without a published price: estimate them at the same price.
+        """
+        for entry in self._models_or_none or ():
+            if request.model == entry.id or request.model in entry.aliases:
+                return entry.price_usd_ticks(request.quality, request.resolution) or HIGHEST_KNOWN_PRICE_USD_TICKS
+        return HIGHEST_KNOWN_PRICE_USD_TICKS
 
     def download(self, url: str, sink: IO[bytes], *, max_bytes: int = MAX_IMAGE_BYTES) -> VerifiedImage:
         """
         Stream the image at a temporary ``url`` into ``sink`` (a seekable binary file).
 
-        A broken transfer is retried from the start; an expired URL, a body that is not an image
-        (by its magic number) or one over ``max_bytes`` raises :class:`XaiImageError`.
+        A broken or cut transfer is retried from the start; an expired URL, a body that is not an
+        image, one over ``max_bytes`` or one that stays incomplete raises :class:`XaiImageError`.
         """
         for attempt in self._retrying():
             with attempt:
@@ -349,12 +416,9 @@ class XaiHook(BaseHook):
 
     def _download_once(self, url: str, sink: IO[bytes], max_bytes: int) -> VerifiedImage:
         name = url.rsplit("/", 1)[-1]
-        settings = self.settings
         writer = ImageWriter(sink, name, max_bytes)
         try:
-            with self._download_session.get(
-                url, stream=True, timeout=(settings.connect_timeout, settings.read_timeout)
-            ) as response:
+            with self._download_session.get(url, stream=True, timeout=self.settings.timeout()) as response:
                 if response.status_code in (403, 404, 410):
                     raise XaiImageError(f"temporary image URL {name} is expired or gone (HTTP {response.status_code})")
                 if response.status_code >= 400:
@@ -363,54 +427,41 @@ class XaiHook(BaseHook):
                     )
                 for chunk in response.iter_content(DOWNLOAD_CHUNK_BYTES):
                     writer.write(chunk)
+                length = response.headers.get("Content-Length")
         except requests.RequestException as error:
-            raise XaiServerError("GET", name, None, f"image download broke: {type(error).__name__}") from None
-        return writer.result()
+            raise transport_failure("GET", name, error, paid=False) from None
+        try:
+            return writer.result(expected_size=int(length) if length and length.isdigit() else None)
+        except XaiImageError as error:
+            raise XaiServerError("GET", name, 200, f"image download incomplete: {error}") from None
 
     # -- batches -------------------------------------------------------------------------------------
 
-    def create_batch(self, name: str) -> Batch:
-        """Create an empty batch."""
-        return Batch.model_validate(self.call("POST", BATCHES_PATH, json_body={"name": name}))
+    def upload_batch_file(self, filename: str, content: bytes) -> str:
+        """Upload a batch input file (JSON Lines) with ``POST /files``; return its file id. Free to retry."""
+        payload = self.call(
+            "POST", FILES_PATH, data=BATCH_FILE_FIELDS, files={"file": (filename, content, "application/jsonl")}
+        )
+        return str(payload["id"])
 
-    def add_batch_requests(
-        self,
-        batch_id: str,
-        requests_by_id: Sequence[tuple[str, ImageRequest]],
-        *,
-        pacer: CallPacer | None = None,
-        max_bytes: int | None = None,
-    ) -> int:
-        """
-        Add image requests to a batch, split into calls of at most 25 MB, at most 100 calls per 30 s.
-
-        :param batch_id: The batch.
-        :param requests_by_id: ``(batch_request_id, request)`` pairs; ids must be unique in the batch.
-        :param pacer: The pace of add calls (default xAI's limit); share one across calls of a task.
-        :param max_bytes: Largest body of one call (default xAI's 25 MB).
-        :return: The number of add calls made.
-        """
-        pacer = pacer or CallPacer()
-        chunks = _add_request_bodies(requests_by_id, max_bytes)
-        for chunk in chunks:
-            time.sleep(pacer.delay(time.monotonic()))
-            self.call("POST", f"{BATCHES_PATH}/{batch_id}/requests", json_body=chunk)
-            # Recorded once xAI has counted the call, so the window never runs ahead of the server's.
-            pacer.record(time.monotonic())
-        return len(chunks)
+    def create_batch(self, name: str, input_file_id: str) -> Batch:
+        """Create a batch from an uploaded input file. Paid: an ambiguous failure is not re-sent (look the
+        batch up by name with :meth:`find_batch_by_name` before creating another)."""
+        body = {"name": name, "input_file_id": input_file_id}
+        return Batch.model_validate(self.call("POST", BATCHES_PATH, json_body=body, paid=True))
 
     def get_batch(self, batch_id: str) -> Batch:
-        """The batch's state and cost so far."""
+        """The batch's state."""
         return Batch.model_validate(self.call("GET", f"{BATCHES_PATH}/{batch_id}"))
 
     def iter_batch_results(
-        self, batch_id: str, *, model: str = "", page_size: int = RESULTS_PAGE_SIZE
+        self, batch_id: str, *, model: str = "", limit: int = RESULTS_PAGE_LIMIT
     ) -> Iterator[BatchResult]:
         """Every result of the batch, page by page (unordered: match by ``batch_request_id``)."""
         token: str | None = None
         while True:
-            payload = self.call("GET", f"{BATCHES_PATH}/{batch_id}/results", params=_page(page_size, token))
-            results, token = parse_batch_results_page(payload, model)
+            payload = self.call("GET", f"{BATCHES_PATH}/{batch_id}/results", params=_page(limit, token))
+            results, token = _results_page(batch_id, payload, model)
             yield from results
             if not token:
                 return
@@ -419,12 +470,11 @@ class XaiHook(BaseHook):
         """Cancel the batch's pending requests."""
         return Batch.model_validate(self.call("POST", f"{BATCHES_PATH}/{batch_id}:cancel"))
 
-    def list_batches(self, *, page_size: int = RESULTS_PAGE_SIZE) -> Iterator[Batch]:
-        """The team's batches, newest first as xAI lists them."""
+    def list_batches(self, *, limit: int = MAX_PAGE_LIMIT) -> Iterator[Batch]:
+        """The team's batches, as xAI lists them."""
         token: str | None = None
         while True:
-            payload = self.call("GET", BATCHES_PATH, params=_page(page_size, token))
-            batches, token = _batches_page(payload)
+            batches, token = _batches_page(self.call("GET", BATCHES_PATH, params=_page(limit, token)))
             yield from batches
             if not token:
                 return
@@ -439,8 +489,9 @@ class XaiHook(BaseHook):
     async def async_client(self) -> AsyncIterator[httpx.AsyncClient]:
         """An ``httpx.AsyncClient`` carrying the key, for the ``a*`` methods."""
         settings = await self.aload_settings()
-        timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
+        connect, read = settings.timeout()
         limits = httpx.Limits(max_connections=POOL_SIZE)
+        timeout = httpx.Timeout(read, connect=connect)
         async with httpx.AsyncClient(headers=self._headers(), timeout=timeout, limits=limits) as client:
             yield client
 
@@ -452,87 +503,37 @@ class XaiHook(BaseHook):
         *,
         json_body: Any = None,
         params: dict[str, Any] | None = None,
+        paid: bool = False,
     ) -> dict[str, Any]:
         """The async :meth:`call`: same retry policy, same errors."""
-        async for attempt in tenacity.AsyncRetrying(**retry_policy(self.settings.max_retries, self.log)):
+        settings = self.settings
+        connect, read = settings.timeout(image_request=paid and path.startswith("images/"))
+        timeout = httpx.Timeout(read, connect=connect)
+        policy = retry_policy(settings.max_retries, self.log, settings.max_ambiguous_retries)
+        async for attempt in tenacity.AsyncRetrying(**policy):
             with attempt:
-                return await self._acall_once(client, method, path, json_body, params)
+                try:
+                    response = await client.request(
+                        method, self._url(path), json=json_body, params=params, timeout=timeout
+                    )
+                except httpx.HTTPError as error:
+                    raise transport_failure(method, path, error, paid=paid) from None
+                retry_after = response.headers.get("Retry-After")
+                return read_response(method, path, response.status_code, response.text, retry_after, paid=paid)
         raise AssertionError("unreachable: tenacity reraises the last error")
 
-    async def _acall_once(
-        self,
-        client: httpx.AsyncClient,
-        method: str,
-        path: str,
-        json_body: Any,
-        params: dict[str, Any] | None,
-    ) -> dict[str, Any]:
-        try:
-            response = await client.request(method, self._url(path), json=json_body, params=params)
-        except httpx.HTTPError as error:
-            raise XaiServerError(method, path, None, f"{type(error).__name__}: {error}") from None
-        return read_response(method, path, response.status_code, response.text, response.headers.get("Retry-After"))
+    async def acheck_api_key(self, client: httpx.AsyncClient) -> None:
+        """The async :meth:`check_api_key`."""
+        if not self._key_checked:
+            await self.acall(client, "GET", API_KEY_PATH)
+            self._key_checked = True
 
     async def arun_image_request(self, client: httpx.AsyncClient, request: ImageRequest) -> ImageGenerationResult:
         """The async :meth:`run_image_request`."""
         self._warn_if_deprecated(request.model)
-        payload = await self.acall(client, "POST", request.path, json_body=request.body())
+        payload = await self.acall(client, "POST", request.path, json_body=request.body(), paid=True)
         return parse_image_response(payload, request.model, request.n)
 
     async def aget_batch(self, client: httpx.AsyncClient, batch_id: str) -> Batch:
         """The async :meth:`get_batch`."""
         return Batch.model_validate(await self.acall(client, "GET", f"{BATCHES_PATH}/{batch_id}"))
-
-    async def acreate_batch(self, client: httpx.AsyncClient, name: str) -> Batch:
-        """The async :meth:`create_batch`."""
-        return Batch.model_validate(await self.acall(client, "POST", BATCHES_PATH, json_body={"name": name}))
-
-    async def aadd_batch_requests(
-        self,
-        client: httpx.AsyncClient,
-        batch_id: str,
-        requests_by_id: Sequence[tuple[str, ImageRequest]],
-        *,
-        pacer: CallPacer | None = None,
-        max_bytes: int | None = None,
-    ) -> int:
-        """The async :meth:`add_batch_requests`: same splitting and pace."""
-        pacer = pacer or CallPacer()
-        chunks = _add_request_bodies(requests_by_id, max_bytes)
-        for chunk in chunks:
-            await asyncio.sleep(pacer.delay(time.monotonic()))
-            await self.acall(client, "POST", f"{BATCHES_PATH}/{batch_id}/requests", json_body=chunk)
-            pacer.record(time.monotonic())
-        return len(chunks)
-
-    async def aiter_batch_results(
-        self, client: httpx.AsyncClient, batch_id: str, *, model: str = "", page_size: int = RESULTS_PAGE_SIZE
-    ) -> AsyncIterator[BatchResult]:
-        """The async :meth:`iter_batch_results`."""
-        token: str | None = None
-        while True:
-            path = f"{BATCHES_PATH}/{batch_id}/results"
-            payload = await self.acall(client, "GET", path, params=_page(page_size, token))
-            results, token = parse_batch_results_page(payload, model)
-            for result in results:
-                yield result
-            if not token:
-                return
-
-    async def acancel_batch(self, client: httpx.AsyncClient, batch_id: str) -> Batch:
-        """The async :meth:`cancel_batch`."""
-        return Batch.model_validate(await self.acall(client, "POST", f"{BATCHES_PATH}/{batch_id}:cancel"))
-
-    async def alist_batches(
-        self, client: httpx.AsyncClient, *, page_size: int = RESULTS_PAGE_SIZE
-    ) -> AsyncIterator[Batch]:
-        """The async :meth:`list_batches`."""
-        token: str | None = None
-        while True:
-            batches, token = _batches_page(
-                await self.acall(client, "GET", BATCHES_PATH, params=_page(page_size, token))
-            )
-            for batch in batches:
-                yield batch
-            if not token:
-                return

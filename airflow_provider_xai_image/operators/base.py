@@ -1,17 +1,25 @@
-"""What every image-storing operator shares: the output folder, the manifest, XCom and the Asset event."""
+"""What every image-storing operator shares: the hook, the output folder, the manifest, XCom and the Asset event."""
 
 from __future__ import annotations
 
 import urllib.parse
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import BaseOperator
+from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 from airflow.sdk import Asset
 
 from airflow_provider_xai_image.budget import usd
 from airflow_provider_xai_image.connection import DEFAULT_CONN_ID
+from airflow_provider_xai_image.exceptions import XaiPermanentError
 from airflow_provider_xai_image.hooks.xai import XaiHook
-from airflow_provider_xai_image.storage import ImageStore, Manifest, RequestRecord, task_output_path
+from airflow_provider_xai_image.models import ImageRequest
+from airflow_provider_xai_image.params import TaskParameters
+from airflow_provider_xai_image.records import Manifest, RequestRecord
+from airflow_provider_xai_image.sources import read_source_images
+from airflow_provider_xai_image.storage import ImageStore, task_output_path
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -30,6 +38,17 @@ def _with_output_asset(kwargs: dict[str, Any], output_uri: Any) -> dict[str, Any
     return {**kwargs, "outlets": [Asset(asset_uri(output_uri))]}
 
 
+@contextmanager
+def failing_without_retry(log: Any) -> Iterator[None]:
+    """Turn a :class:`XaiPermanentError` (bad key, bad request, budget, moderation, refused batch) into
+    ``AirflowFailException``: the task fails at once instead of spending its retries."""
+    try:
+        yield
+    except XaiPermanentError as error:
+        log.error("%s cannot be fixed by a retry: failing the task without retrying.", type(error).__name__)
+        raise AirflowFailException(f"{type(error).__name__}: {error}") from error
+
+
 class XaiImageOutputOperator(BaseOperator):
     """
     Base of the operators that store images under ``output_uri``.
@@ -39,8 +58,10 @@ class XaiImageOutputOperator(BaseOperator):
 
     :param output_uri: Where images go: ``s3://<conn_id>@bucket/prefix/``, ``file:///path/``, any
         ObjectStoragePath URI (templated).
-    :param xai_conn_id: The ``xai`` Airflow connection.
+    :param xai_conn_id: The ``xai`` Airflow connection (templated).
     """
+
+    template_fields: Sequence[str] = ("output_uri", "xai_conn_id")
 
     def __init__(self, *, output_uri: str, xai_conn_id: str = DEFAULT_CONN_ID, **kwargs: Any) -> None:
         super().__init__(**_with_output_asset(kwargs, output_uri))
@@ -52,21 +73,34 @@ class XaiImageOutputOperator(BaseOperator):
         # A mapped task's kwargs already hold Airflow's default ``outlets=[]``, so the Asset is added here.
         return super().partial(**_with_output_asset(kwargs, kwargs.get("output_uri")))
 
-    def image_store(self, context: Context, hook: XaiHook) -> ImageStore:
+    @cached_property
+    def hook(self) -> XaiHook:
+        """The task's one :class:`XaiHook` (built after templates are rendered)."""
+        return XaiHook(xai_conn_id=self.xai_conn_id)
+
+    def image_store(self, context: Context) -> ImageStore:
         """The store of this task instance (run, task and map index make its folder)."""
+        TaskParameters.check(output_uri=self.output_uri)
         ti = context["ti"]
         folder = task_output_path(self.output_uri, context["run_id"], ti.task_id, getattr(ti, "map_index", -1))
-        return ImageStore(folder, hook)
+        return ImageStore(folder, self.hook)
 
     def parameters(self) -> dict[str, Any]:
         """The parameters recorded in the manifest (no secrets)."""
         return {"output_uri": self.output_uri, "xai_conn_id": self.xai_conn_id}
 
     def finish(
-        self, context: Context, store: ImageStore, records: dict[int, RequestRecord], elapsed: float
+        self,
+        context: Context,
+        store: ImageStore,
+        records: dict[int, RequestRecord],
+        elapsed: float,
+        superseded: Sequence[RequestRecord] = (),
     ) -> list[str]:
         """Write the manifest, push its URI to XCom ``manifest``, record the Asset event; return the image URIs."""
-        manifest = Manifest.from_records(records.values(), elapsed_seconds=elapsed, parameters=self.parameters())
+        manifest = Manifest.from_records(
+            records.values(), elapsed_seconds=elapsed, parameters=self.parameters(), superseded=superseded
+        )
         manifest_uri = store.write_manifest(manifest)
         context["ti"].xcom_push(key="manifest", value=manifest_uri)
         totals = manifest.totals
@@ -74,13 +108,15 @@ class XaiImageOutputOperator(BaseOperator):
             if isinstance(outlet, Asset):
                 context["outlet_events"][outlet].extra = {"images": totals["images"], "manifest": manifest_uri}
         self.log.info(
-            "Stored %d image(s) (%d filtered, %d failed request(s)) for %d request(s) in %.1f s, cost %s; manifest %s",
+            "Stored %d image(s) (%d filtered, %d failed request(s)) for %d request(s) in %.1f s, cost %s "
+            "(possibly billed besides: %s); manifest %s",
             totals["images"],
             totals["filtered"],
             totals["failed_requests"],
             totals["requests"],
             elapsed,
             usd(totals["cost_usd_ticks"]),
+            usd(totals["possibly_billed_usd_ticks"]),
             manifest_uri,
         )
         return manifest.image_uris
@@ -95,8 +131,25 @@ class XaiImageRequestOperator(XaiImageOutputOperator):
     :param aspect_ratio: One of ``1:1 16:9 9:16 4:3 3:4 3:2 2:3 2:1 1:2 19.5:9 9:19.5 20:9 9:20 auto``
         (templated).
     :param resolution: ``1k`` or ``2k`` (templated).
-    :param quality: ``low``, ``medium`` or ``high``.
+    :param quality: ``low`` or ``medium``, for ``grok-imagine-image-2.0``; sent only when set (templated).
+    :param response_format: ``url`` (images downloaded from a temporary URL) or ``b64_json`` (inline).
+    :param user: End-user id passed to xAI for abuse monitoring (templated).
+    :param source_images: 1..3 images to edit: object-storage URIs (``s3://...``, ``file://...``), https
+        URLs or ``data:image/...`` URIs; typically an upstream task's XCom (templated). PNG, JPEG or WebP,
+        at most 10 MiB each.
     """
+
+    template_fields: Sequence[str] = (
+        *XaiImageOutputOperator.template_fields,
+        "n",
+        "model",
+        "aspect_ratio",
+        "resolution",
+        "quality",
+        "user",
+        "response_format",
+        "source_images",
+    )
 
     def __init__(
         self,
@@ -106,6 +159,9 @@ class XaiImageRequestOperator(XaiImageOutputOperator):
         aspect_ratio: str | None = None,
         resolution: str | None = None,
         quality: str | None = None,
+        response_format: str = "url",
+        user: str | None = None,
+        source_images: str | list[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -114,21 +170,31 @@ class XaiImageRequestOperator(XaiImageOutputOperator):
         self.aspect_ratio = aspect_ratio
         self.resolution = resolution
         self.quality = quality
-
-    def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
-        super().render_template_fields(context, jinja_env)
-        if isinstance(self.n, str) and self.n.strip().isdigit():
-            self.n = int(self.n)  # a templated n renders as text
+        self.response_format = response_format
+        self.user = user
+        self.source_images = source_images
 
     def request_parameters(self) -> dict[str, Any]:
-        """The parameters of every request, as :meth:`XaiHook.build_request` takes them."""
+        """The parameters of every request, as recorded in the manifest."""
         return {
             "model": self.model,
             "n": self.n,
             "aspect_ratio": self.aspect_ratio,
             "resolution": self.resolution,
             "quality": self.quality,
+            "response_format": self.response_format,
+            "source_images": self.source_images,
         }
+
+    def build_requests(self, prompts: Sequence[str]) -> dict[int, ImageRequest]:
+        """Validate every parameter, read the source images, and build one request per prompt (by index)."""
+        checked = TaskParameters.check(n=self.n, source_images=self.source_images)
+        params = {**self.request_parameters(), "n": checked.n, "user": self.user, "source_images": None}
+        for prompt in prompts[:1]:
+            self.hook.build_request(prompt, **params)  # every parameter checked before the sources are read
+        if checked.source_images:
+            params["source_images"] = read_source_images(checked.source_images)
+        return {index: self.hook.build_request(prompt, **params) for index, prompt in enumerate(prompts)}
 
     def parameters(self) -> dict[str, Any]:
         return {**super().parameters(), **self.request_parameters()}

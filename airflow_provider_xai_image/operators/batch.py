@@ -1,4 +1,8 @@
-"""Operators for xAI's Batch API: submit prompts as one batch, and store a finished batch's images."""
+"""Operators for xAI's Batch API: submit prompts as a batch job, and store a finished job's images.
+
+A job is one batch, or several when its input file would pass ~100 MB; ``batch_id`` (XCom and
+parameters) then names them all, comma-separated.
+"""
 
 from __future__ import annotations
 
@@ -9,93 +13,152 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import conf
 
-from airflow_provider_xai_image.batch_state import judge
+from airflow_provider_xai_image.batch_state import judge, judge_one, split_batch_ids
+from airflow_provider_xai_image.batching import batch_files
 from airflow_provider_xai_image.concurrency import map_concurrently
 from airflow_provider_xai_image.connection import DEFAULT_CONN_ID
-from airflow_provider_xai_image.exceptions import XaiBadRequestError, XaiBatchFailedError, XaiError
+from airflow_provider_xai_image.exceptions import (
+    XaiBadRequestError,
+    XaiBatchFailedError,
+    XaiBatchRefusedError,
+    XaiError,
+    XaiPossiblyBilledError,
+)
 from airflow_provider_xai_image.hooks.xai import XaiHook
 from airflow_provider_xai_image.models import Batch, BatchResult, ImageRequest
-from airflow_provider_xai_image.operators.base import XaiImageOutputOperator, XaiImageRequestOperator
-from airflow_provider_xai_image.storage import ImageStore, RequestRecord, safe_segment
+from airflow_provider_xai_image.operators.base import (
+    XaiImageOutputOperator,
+    XaiImageRequestOperator,
+    failing_without_retry,
+)
+from airflow_provider_xai_image.params import TaskParameters
+from airflow_provider_xai_image.records import RequestRecord, batch_fingerprint
+from airflow_provider_xai_image.storage import ImageStore, safe_segment
 from airflow_provider_xai_image.triggers.batch import XaiBatchTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-#: task_state_store key of the batch id (renaming it breaks reconnection of in-flight retries).
-BATCH_ID_STATE_KEY = "xai_batch_id"
+#: task_state_store key of the job's batch ids (renaming it breaks reconnection of in-flight retries).
+BATCH_IDS_STATE_KEY = "xai_batch_ids"
 DEFAULT_BATCH_TIMEOUT = timedelta(hours=25)
+#: What a store step says when temporary result URLs had expired.
+EXPIRED_URLS_HINT = (
+    "batch result URLs expire 1 hour after the batch completes: submit with response_format='b64_json' "
+    "(the default) or store within the hour"
+)
 
 
 def store_batch_results(
     hook: XaiHook,
     store: ImageStore,
-    batch_id: str,
+    batches: Sequence[Batch],
     prompts: Sequence[str] | None,
     max_concurrency: int,
+    model: str = "",
 ) -> dict[int, RequestRecord]:
     """
-    Page through a finished batch's results and store each image; failed requests become error records.
+    Page through a finished job's results and store each image; requests xAI reports failed become
+    error records. Results an earlier try stored are skipped. ``batch_request_id`` is the prompt index.
 
-    Results an earlier try stored are skipped, so nothing is lost and nothing is downloaded twice.
-    ``batch_request_id`` is the prompt index.
+    Nothing is lost silently: a result that cannot be read or stored, or fewer successes listed than
+    xAI counts, fails with counts and ids after everything else was stored.
     """
-    records = store.load_records(prompts)
+    fingerprint = batch_fingerprint([batch.batch_id for batch in batches])
+    records = store.load_records(lambda _: fingerprint, prompts).current
+    lost: dict[str, str] = {}
+    succeeded = 0
 
-    def store_one(result: BatchResult) -> RequestRecord:
-        index = _prompt_index(result.batch_request_id)
+    def store_one(result: BatchResult) -> RequestRecord | None:
+        try:
+            index = int(result.batch_request_id)
+        except ValueError:
+            lost[result.batch_request_id] = "its batch_request_id is not a prompt index of this job"
+            return None
+        if result.unreadable:
+            lost[result.batch_request_id] = f"unreadable result ({result.unreadable})"
+            return None
         prompt = prompts[index] if prompts is not None and index < len(prompts) else None
         if result.result is None:
-            record = RequestRecord(prompt_index=index, prompt=prompt, model="", error=result.error)
+            record = RequestRecord(
+                prompt_index=index, prompt=prompt, model=model, fingerprint=fingerprint, error=result.error
+            )
             store.add_record(record)
             return record
-        return store.store_result(index, prompt, result.result)
+        record = store.store_result(index, prompt, result.result, fingerprint)
+        for image in record.images:
+            if image.error:
+                lost[f"{result.batch_request_id}/image {image.image_index}"] = image.error
+        return record
 
-    def not_stored(result: BatchResult) -> bool:
-        # Images recovered after a crash lack their record's details; storing them again costs nothing.
-        record = records.get(_prompt_index(result.batch_request_id))
-        return record is None or record.recovered
+    def todo(result: BatchResult) -> bool:
+        nonlocal succeeded
+        succeeded += result.result is not None
+        record = records.get(int(result.batch_request_id)) if result.batch_request_id.isdigit() else None
+        return record is None or (not record.done_images and record.error is None)
 
+    results = (result for batch in batches for result in hook.iter_batch_results(batch.batch_id, model=model))
     with store:
-        results = filter(not_stored, hook.iter_batch_results(batch_id))
-        for record in map_concurrently(store_one, results, max_concurrency):
-            records[record.prompt_index] = record
+        for record in map_concurrently(store_one, filter(todo, results), max_concurrency):
+            if record is not None:
+                records[record.prompt_index] = record
+    reported = sum(batch.state.num_success for batch in batches)
+    if succeeded < reported:
+        lost["(missing)"] = f"xAI counts {reported} succeeded requests but its results listed {succeeded}"
+    if lost:
+        raise XaiBatchFailedError(_lost_message(lost, reported))
     return records
 
 
-def _prompt_index(batch_request_id: str) -> int:
-    try:
-        return int(batch_request_id)
-    except ValueError:
-        raise XaiError(
-            f"batch_request_id {batch_request_id!r} is not a prompt index; this batch was not submitted "
-            "by XaiBatchGenerateImagesOperator"
-        ) from None
+def _lost_message(lost: dict[str, str], reported: int) -> str:
+    expired = sum("expired" in reason for reason in lost.values())
+    shown = "; ".join(f"{request_id}: {reason}" for request_id, reason in sorted(lost.items())[:20])
+    hint = f" {expired} of them because their temporary URLs expired ({EXPIRED_URLS_HINT})." if expired else ""
+    return (
+        f"{len(lost)} result(s) of {reported} that xAI reports as succeeded could not be read or stored.{hint} "
+        f"The rest are stored; a retry stores only what is missing. {shown}"
+    )
 
 
 def raise_for_event(event: dict[str, Any]) -> None:
     """Turn a failed :class:`XaiBatchTrigger` event into the matching error."""
     if event.get("status") == "timeout":
         raise XaiBatchFailedError(f"Timed out waiting for the batch: {event.get('message')}")
+    if event.get("status") == "refused":
+        raise XaiBatchRefusedError(str(event.get("message")))
     if event.get("status") != "success":
         raise XaiBatchFailedError(str(event.get("message")))
 
 
+def finished_batches(hook: XaiHook, batch_ids: Sequence[str]) -> list[Batch]:
+    """The job's batches, refusing (naming what is left) when one is still pending or validating."""
+    batches = [hook.get_batch(batch_id) for batch_id in batch_ids]
+    for batch in batches:
+        if batch.is_validating or batch.state.num_pending:
+            raise XaiBatchFailedError(
+                f"Batch {batch.batch_id} is not finished ({batch.state.num_pending} pending of "
+                f"{batch.state.num_requests}); wait for it with XaiBatchSensor."
+            )
+    return batches
+
+
 class XaiStoreBatchResultsOperator(XaiImageOutputOperator):
     """
-    Store the images of a finished xAI batch; return their URIs (the "fetch" of submit/sense/fetch).
+    Store the images of a finished xAI batch job; return their URIs (the "fetch" of submit/sense/fetch).
 
-    Same layout and manifest as :class:`XaiGenerateImagesOperator`; failed requests are listed
-    under ``errors`` in the manifest.
+    Same layout and manifest as :class:`XaiGenerateImagesOperator`; requests xAI reports failed are
+    listed under ``errors`` in the manifest. Any result xAI reports as succeeded that cannot be read or
+    stored (an expired URL among them) fails the task with counts and ids, after the rest are stored.
 
-    :param batch_id: The batch (templated), e.g. ``"{{ ti.xcom_pull('submit', key='batch_id') }}"``.
+    :param batch_id: The batch (templated), e.g. ``"{{ ti.xcom_pull('submit', key='batch_id') }}"``;
+        several comma-separated for a job split in parts.
     :param output_uri: Where images go (templated).
     :param prompts: The batch's prompts, to record them in the manifest (optional, templated).
     :param max_concurrency: Most images downloaded and stored at once.
-    :param xai_conn_id: The ``xai`` Airflow connection.
+    :param xai_conn_id: The ``xai`` Airflow connection (templated).
     """
 
-    template_fields: Sequence[str] = ("batch_id", "output_uri", "prompts")
+    template_fields: Sequence[str] = ("batch_id", "prompts", *XaiImageOutputOperator.template_fields)
 
     def __init__(
         self,
@@ -107,6 +170,7 @@ class XaiStoreBatchResultsOperator(XaiImageOutputOperator):
         xai_conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
+        TaskParameters.check(max_concurrency=max_concurrency)
         super().__init__(output_uri=output_uri, xai_conn_id=xai_conn_id, **kwargs)
         self.batch_id = batch_id
         self.prompts = prompts
@@ -116,28 +180,31 @@ class XaiStoreBatchResultsOperator(XaiImageOutputOperator):
         return {**super().parameters(), "batch_id": self.batch_id}
 
     def execute(self, context: Context) -> list[str]:
-        started = time.monotonic()
-        hook = XaiHook(xai_conn_id=self.xai_conn_id)
-        pending = hook.get_batch(self.batch_id).state.num_pending
-        if pending:
-            raise XaiBatchFailedError(
-                f"Batch {self.batch_id} still has {pending} pending request(s); wait for it with XaiBatchSensor."
-            )
-        store = self.image_store(context, hook)
-        records = store_batch_results(hook, store, self.batch_id, self.prompts, self.max_concurrency)
-        return self.finish(context, store, records, time.monotonic() - started)
+        with failing_without_retry(self.log):
+            started = time.monotonic()
+            prompts = TaskParameters.check(prompts=self.prompts).prompts
+            store = self.image_store(context)
+            store.prepare()
+            batches = finished_batches(self.hook, split_batch_ids(self.batch_id))
+            records = store_batch_results(self.hook, store, batches, prompts, self.max_concurrency)
+            return self.finish(context, store, records, time.monotonic() - started)
 
 
 class XaiBatchGenerateImagesOperator(XaiImageRequestOperator):
     """
-    Generate images through xAI's Batch API (lower price, no rate limits, done within hours).
+    Generate images through xAI's Batch API (half price, no rate limits, done within hours).
 
-    Creates a batch, adds one request per prompt (``batch_request_id`` = prompt index; calls of at most
-    25 MB, at most 100 per 30 s), and pushes ``batch_id`` to XCom. A retried task reconnects to its
-    batch (id kept in ``task_state_store``, else found by its deterministic name) instead of paying
-    for a second one. With ``wait_for_completion`` it waits (deferring, or polling) and stores every
-    image like :class:`XaiGenerateImagesOperator`, returning the image URIs; otherwise it returns the
-    batch id for :class:`~airflow_provider_xai_image.sensors.batch.XaiBatchSensor`.
+    Writes one JSON line per prompt (``custom_id`` = prompt index) to an input file, uploads it and
+    creates a batch from it (a job whose file would pass ~100 MB becomes several batches), and pushes
+    ``batch_id`` to XCom. A retried task reconnects to its batches (ids kept in ``task_state_store``,
+    else found by their deterministic names) instead of paying for new ones. With
+    ``wait_for_completion`` it waits (deferring, or polling) and stores every image like
+    :class:`XaiGenerateImagesOperator`, returning the image URIs; otherwise it returns the batch id
+    for :class:`~airflow_provider_xai_image.sensors.batch.XaiBatchSensor`.
+
+    Results come back as base64 by default (``response_format="b64_json"``): result URLs expire one
+    hour after the batch completes, so with ``response_format="url"`` the store step must run within
+    the hour.
 
     :param prompts: The prompts (templated; may come from an upstream XCom; thousands are fine).
     :param output_uri: Where images go (templated).
@@ -145,37 +212,27 @@ class XaiBatchGenerateImagesOperator(XaiImageRequestOperator):
     :param model: Model id; default the connection's ``default_model`` (templated).
     :param aspect_ratio: See :class:`XaiGenerateImagesOperator` (templated).
     :param resolution: ``1k`` or ``2k`` (templated).
-    :param quality: ``low``, ``medium`` or ``high``.
+    :param quality: ``low`` or ``medium`` (templated).
+    :param response_format: ``b64_json`` (default) or ``url`` (templated).
+    :param source_images: 1..3 images every prompt edits (object-storage URIs, https URLs or data URIs; templated).
     :param batch_name: Name of the batch (templated); default from dag, task, run and map index.
     :param wait_for_completion: Wait for the batch and store its images.
     :param deferrable: Wait on the triggerer; default ``[operators] default_deferrable``.
     :param poll_interval: Seconds between polls while waiting.
     :param timeout: How long to wait for the batch (seconds or timedelta).
-    :param max_failed_fraction: Share of requests allowed to fail before the task fails.
+    :param max_failed_fraction: Share of requests xAI may report failed before the task fails.
     :param max_concurrency: Most images downloaded and stored at once.
-    :param xai_conn_id: The ``xai`` Airflow connection.
+    :param xai_conn_id: The ``xai`` Airflow connection (templated).
     """
 
-    template_fields: Sequence[str] = (
-        "prompts",
-        "output_uri",
-        "n",
-        "model",
-        "aspect_ratio",
-        "resolution",
-        "batch_name",
-    )
+    template_fields: Sequence[str] = ("prompts", "batch_name", *XaiImageRequestOperator.template_fields)
 
     def __init__(
         self,
         *,
         prompts: list[str],
         output_uri: str,
-        n: int = 1,
-        model: str | None = None,
-        aspect_ratio: str | None = None,
-        resolution: str | None = None,
-        quality: str | None = None,
+        response_format: str = "b64_json",
         batch_name: str | None = None,
         wait_for_completion: bool = True,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
@@ -186,20 +243,10 @@ class XaiBatchGenerateImagesOperator(XaiImageRequestOperator):
         xai_conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
-        if not 0.0 <= max_failed_fraction <= 1.0:
-            raise ValueError(f"max_failed_fraction: must be between 0.0 and 1.0, got {max_failed_fraction!r}")
-        if poll_interval <= 0:
-            raise ValueError(f"poll_interval: must be > 0 seconds, got {poll_interval!r}")
-        super().__init__(
-            output_uri=output_uri,
-            xai_conn_id=xai_conn_id,
-            n=n,
-            model=model,
-            aspect_ratio=aspect_ratio,
-            resolution=resolution,
-            quality=quality,
-            **kwargs,
+        TaskParameters.check(
+            max_failed_fraction=max_failed_fraction, poll_interval=poll_interval, max_concurrency=max_concurrency
         )
+        super().__init__(output_uri=output_uri, xai_conn_id=xai_conn_id, response_format=response_format, **kwargs)
         self.prompts = prompts
         self.batch_name = batch_name
         self.wait_for_completion = wait_for_completion
@@ -208,20 +255,14 @@ class XaiBatchGenerateImagesOperator(XaiImageRequestOperator):
         self.timeout_seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
         self.max_failed_fraction = max_failed_fraction
         self.max_concurrency = max_concurrency
-        self.submitted_batch_id: str | None = None
+        self.submitted_batch_ids: list[str] = []
 
     def parameters(self) -> dict[str, Any]:
         return {
             **super().parameters(),
-            "batch_id": self.submitted_batch_id,
+            "batch_id": ",".join(self.submitted_batch_ids) or None,
             "max_failed_fraction": self.max_failed_fraction,
         }
-
-    def build_requests(self, hook: XaiHook) -> list[ImageRequest]:
-        """Validate every prompt and parameter before anything is sent."""
-        if isinstance(self.prompts, str) or not self.prompts:
-            raise ValueError(f"prompts: give a non-empty list of prompt strings, got {self.prompts!r}")
-        return [hook.build_request(prompt, **self.request_parameters()) for prompt in self.prompts]
 
     def default_batch_name(self, context: Context) -> str:
         ti = context["ti"]
@@ -231,92 +272,119 @@ class XaiBatchGenerateImagesOperator(XaiImageRequestOperator):
         return safe_segment("/".join(parts))
 
     def execute(self, context: Context) -> Any:
-        hook = XaiHook(xai_conn_id=self.xai_conn_id)
-        requests = self.build_requests(hook)
-        batch = self.submit(context, hook, requests)
-        context["ti"].xcom_push(key="batch_id", value=batch.batch_id)
-        if not self.wait_for_completion:
-            return batch.batch_id
-        if self.deferrable:
-            self.defer(
-                trigger=XaiBatchTrigger(
-                    batch_id=batch.batch_id,
-                    xai_conn_id=self.xai_conn_id,
-                    poll_interval=self.poll_interval,
-                    timeout=self.timeout_seconds,
-                    max_failed_fraction=self.max_failed_fraction,
-                ),
-                method_name="execute_complete",
-            )
-        self.wait(hook, batch.batch_id)
-        return self.store(context, hook, batch.batch_id)
+        with failing_without_retry(self.log):
+            prompts = list(TaskParameters.check(prompts=self.prompts).prompts or [])
+            requests = self.build_requests(prompts)
+            if self.response_format == "url":
+                self.log.warning(
+                    "response_format='url': store the results within 1 hour of completion (%s).", EXPIRED_URLS_HINT
+                )
+            store = self.image_store(context)
+            store.prepare()
+            self.hook.check_api_key()
+            batches, counts = self.submit(context, requests)
+            batch_id = ",".join(batch.batch_id for batch in batches)
+            context["ti"].xcom_push(key="batch_id", value=batch_id)
+            if not self.wait_for_completion:
+                return batch_id
+            if self.deferrable:
+                self.defer(
+                    trigger=XaiBatchTrigger(
+                        batch_ids=[batch.batch_id for batch in batches],
+                        expected_requests=counts,
+                        xai_conn_id=self.xai_conn_id,
+                        poll_interval=self.poll_interval,
+                        timeout=self.timeout_seconds,
+                        max_failed_fraction=self.max_failed_fraction,
+                    ),
+                    method_name="execute_complete",
+                )
+            return self.store(context, self.wait(batches, counts))
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> list[str]:
-        raise_for_event(event)
-        self.submitted_batch_id = event["batch_id"]
-        return self.store(context, XaiHook(xai_conn_id=self.xai_conn_id), event["batch_id"])
+        with failing_without_retry(self.log):
+            raise_for_event(event)
+            self.submitted_batch_ids = list(event["batch_ids"])
+            return self.store(context, [Batch.model_validate(batch) for batch in event["batches"]])
 
-    def submit(self, context: Context, hook: XaiHook, requests: list[ImageRequest]) -> Batch:
-        """Create the batch and add the requests, or reconnect to the batch an earlier try created."""
+    def submit(self, context: Context, requests: dict[int, ImageRequest]) -> tuple[list[Batch], list[int]]:
+        """Upload the input file(s) and create the batch(es), or reconnect to those an earlier try created;
+        return the batches and how many requests each was given."""
         name = self.batch_name or self.default_batch_name(context)
+        files = list(batch_files((str(index), request) for index, request in requests.items()))
+        names = [name] if len(files) == 1 else [f"{name}-part{part + 1}of{len(files)}" for part in range(len(files))]
         state_store = context.get("task_state_store")
-        batch = self._earlier_batch(hook, name, state_store.get(BATCH_ID_STATE_KEY) if state_store else None)
-        if batch is None:
-            batch = hook.create_batch(name)
-            self.log.info("Created batch %s (%r) for %d prompt(s)", batch.batch_id, name, len(requests))
+        stored_ids = split_batch_ids(str((state_store.get(BATCH_IDS_STATE_KEY) if state_store else None) or ""))
+        batches: list[Batch] = []
+        for part, ((content, count), part_name) in enumerate(zip(files, names, strict=True)):
+            batch = self._earlier_batch(part_name, stored_ids[part] if part < len(stored_ids) else None)
+            if batch is None:
+                batch = self._create(part_name, content)
+                self.log.info("Created batch %s (%r) for %d request(s)", batch.batch_id, part_name, count)
+            batches.append(batch)
+            self.submitted_batch_ids = [batch.batch_id for batch in batches]  # from here on, on_kill cancels them
             if state_store is not None:
-                state_store.set(BATCH_ID_STATE_KEY, batch.batch_id)
-        self.submitted_batch_id = batch.batch_id  # from here on, on_kill cancels it
-        added = batch.state.num_requests
-        if added < len(requests):
-            calls = hook.add_batch_requests(
-                batch.batch_id, [(str(index), requests[index]) for index in range(added, len(requests))]
-            )
-            self.log.info("Added %d request(s) to batch %s in %d call(s)", len(requests) - added, batch.batch_id, calls)
-        return batch
+                state_store.set(BATCH_IDS_STATE_KEY, ",".join(self.submitted_batch_ids))
+        return batches, [count for _, count in files]
 
-    def _earlier_batch(self, hook: XaiHook, name: str, stored_id: Any) -> Batch | None:
+    def _create(self, name: str, content: bytes) -> Batch:
+        file_id = self.hook.upload_batch_file(f"{name}.jsonl", content)
+        try:
+            return self.hook.create_batch(name, file_id)
+        except XaiPossiblyBilledError:
+            # The creation may have gone through: never leave two batches for one task.
+            found = self.hook.find_batch_by_name(name)
+            if found is None:
+                raise
+            self.log.warning("Batch creation got no answer, but batch %s (%r) exists: using it.", found.batch_id, name)
+            return found
+
+    def _earlier_batch(self, name: str, stored_id: Any) -> Batch | None:
         """The live batch of an earlier try: by the id kept in task_state_store, else by name."""
         candidates: list[Batch] = []
         if stored_id:
             try:
-                candidates.append(hook.get_batch(str(stored_id)))
+                candidates.append(self.hook.get_batch(str(stored_id)))
             except XaiBadRequestError:
                 self.log.warning("Batch %s from an earlier try is gone; looking it up by name.", stored_id)
         if not candidates:
-            candidates = [batch for batch in hook.list_batches() if batch.name == name]
+            candidates = [batch for batch in self.hook.list_batches() if batch.name == name]
         for batch in candidates:
-            if judge(batch, max_failed_fraction=1.0).status != "failed":
+            if judge_one(batch).status not in ("refused", "failed"):
                 self.log.info("Reconnecting to batch %s (%r) from an earlier try", batch.batch_id, name)
                 return batch
         return None
 
-    def wait(self, hook: XaiHook, batch_id: str) -> Batch:
-        """Poll the batch on this worker until nothing is pending."""
+    def wait(self, batches: list[Batch], counts: list[int]) -> list[Batch]:
+        """Poll the job's batches on this worker until they are done."""
         deadline = time.monotonic() + self.timeout_seconds
+        ids = [batch.batch_id for batch in batches]
         while True:
-            batch = hook.get_batch(batch_id)
-            outcome = judge(batch, self.max_failed_fraction)
+            batches = [self.hook.get_batch(batch_id) for batch_id in ids]
+            outcome = judge(batches, self.max_failed_fraction, counts)
             self.log.info("%s", outcome.message)
+            if outcome.status == "refused":
+                raise XaiBatchRefusedError(outcome.message)
             if outcome.status == "failed":
                 raise XaiBatchFailedError(outcome.message)
             if outcome.status == "success":
-                return batch
+                return batches
             if time.monotonic() >= deadline:
                 raise XaiBatchFailedError(f"Timed out after {self.timeout_seconds:g} s: {outcome.message}")
             time.sleep(self.poll_interval)
 
-    def store(self, context: Context, hook: XaiHook, batch_id: str) -> list[str]:
+    def store(self, context: Context, batches: list[Batch]) -> list[str]:
         started = time.monotonic()
-        store = self.image_store(context, hook)
-        records = store_batch_results(hook, store, batch_id, self.prompts, self.max_concurrency)
+        store = self.image_store(context)
+        prompts = list(TaskParameters.check(prompts=self.prompts).prompts or [])
+        records = store_batch_results(self.hook, store, batches, prompts, self.max_concurrency)
         return self.finish(context, store, records, time.monotonic() - started)
 
     def on_kill(self) -> None:
-        """Cancel the batch when the task is killed, so its pending requests are not paid for."""
-        if self.submitted_batch_id:
+        """Cancel the job's batches when the task is killed, so their pending requests are not paid for."""
+        for batch_id in self.submitted_batch_ids:
             try:
-                XaiHook(xai_conn_id=self.xai_conn_id).cancel_batch(self.submitted_batch_id)
-                self.log.info("Cancelled batch %s", self.submitted_batch_id)
+                self.hook.cancel_batch(batch_id)
+                self.log.info("Cancelled batch %s", batch_id)
             except XaiError as error:
-                self.log.warning("Could not cancel batch %s: %s", self.submitted_batch_id, error)
+                self.log.warning("Could not cancel batch %s: %s", batch_id, error)

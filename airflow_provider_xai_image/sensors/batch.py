@@ -1,9 +1,10 @@
-"""XaiBatchSensor: waits for an xAI batch to finish, in poke, reschedule or deferrable mode."""
+"""XaiBatchSensor: waits for an xAI batch job to finish, in poke, reschedule or deferrable mode."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import (
@@ -13,11 +14,13 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
-from airflow_provider_xai_image.batch_state import judge
+from airflow_provider_xai_image.batch_state import judge, split_batch_ids
 from airflow_provider_xai_image.connection import DEFAULT_CONN_ID
-from airflow_provider_xai_image.exceptions import XaiBatchFailedError
+from airflow_provider_xai_image.exceptions import XaiBatchFailedError, XaiBatchRefusedError
 from airflow_provider_xai_image.hooks.xai import XaiHook
+from airflow_provider_xai_image.operators.base import failing_without_retry
 from airflow_provider_xai_image.operators.batch import raise_for_event
+from airflow_provider_xai_image.params import TaskParameters
 from airflow_provider_xai_image.triggers.batch import XaiBatchTrigger
 
 if TYPE_CHECKING:
@@ -26,20 +29,22 @@ if TYPE_CHECKING:
 
 class XaiBatchSensor(BaseSensorOperator):
     """
-    Wait until no request of an xAI batch is pending; return the final batch state (XCom).
+    Wait until every batch of a job is done; return the final batch states (XCom).
 
-    Fails with a clear message when the batch was cancelled (with xAI's own message), expired, or
-    more requests failed than ``max_failed_fraction`` allows. Logs progress (succeeded, failed,
-    pending, cost so far) on every poke.
+    A batch is done when xAI has counted its requests (all counters 0 means it is still validating
+    the input file) and none is pending. Fails with a clear message when a batch was cancelled or
+    refused by xAI (with xAI's own message), expired, or more requests failed than
+    ``max_failed_fraction`` allows. Logs progress on every poke.
 
-    :param batch_id: The batch (templated), e.g. ``"{{ ti.xcom_pull('submit', key='batch_id') }}"``.
-    :param xai_conn_id: The ``xai`` Airflow connection.
+    :param batch_id: The batch (templated), e.g. ``"{{ ti.xcom_pull('submit', key='batch_id') }}"``;
+        several comma-separated for a job split in parts.
+    :param xai_conn_id: The ``xai`` Airflow connection (templated).
     :param max_failed_fraction: Share of requests allowed to fail.
     :param deferrable: Wait on the triggerer (``XaiBatchTrigger``) without holding a worker slot;
         default ``[operators] default_deferrable``.
     """
 
-    template_fields: Sequence[str] = ("batch_id",)
+    template_fields: Sequence[str] = ("batch_id", "xai_conn_id")
     ui_color = "#e8e0f8"
 
     def __init__(
@@ -53,29 +58,38 @@ class XaiBatchSensor(BaseSensorOperator):
         timeout: float = timedelta(hours=25).total_seconds(),
         **kwargs: Any,
     ) -> None:
-        if not 0.0 <= max_failed_fraction <= 1.0:
-            raise ValueError(f"max_failed_fraction: must be between 0.0 and 1.0, got {max_failed_fraction!r}")
+        TaskParameters.check(max_failed_fraction=max_failed_fraction)
         super().__init__(poke_interval=poke_interval, timeout=timeout, **kwargs)
         self.batch_id = batch_id
         self.xai_conn_id = xai_conn_id
         self.max_failed_fraction = max_failed_fraction
         self.deferrable = deferrable
 
+    @cached_property
+    def hook(self) -> XaiHook:
+        """The task's one :class:`XaiHook` (built after templates are rendered)."""
+        return XaiHook(xai_conn_id=self.xai_conn_id)
+
     def poke(self, context: Context) -> PokeReturnValue:
-        batch = XaiHook(xai_conn_id=self.xai_conn_id).get_batch(self.batch_id)
-        outcome = judge(batch, self.max_failed_fraction)
-        self.log.info("%s", outcome.message)
-        if outcome.status == "failed":
-            raise XaiBatchFailedError(outcome.message)
-        done = outcome.status == "success"
-        return PokeReturnValue(is_done=done, xcom_value=batch.model_dump(mode="json") if done else None)
+        with failing_without_retry(self.log):
+            batches = [self.hook.get_batch(batch_id) for batch_id in split_batch_ids(self.batch_id)]
+            outcome = judge(batches, self.max_failed_fraction)
+            self.log.info("%s", outcome.message)
+            if outcome.status == "refused":
+                raise XaiBatchRefusedError(outcome.message)
+            if outcome.status == "failed":
+                raise XaiBatchFailedError(outcome.message)
+            done = outcome.status == "success"
+            return PokeReturnValue(
+                is_done=done, xcom_value=[batch.model_dump(mode="json") for batch in batches] if done else None
+            )
 
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
             return super().execute(context)
         self.defer(
             trigger=XaiBatchTrigger(
-                batch_id=self.batch_id,
+                batch_ids=split_batch_ids(self.batch_id),
                 xai_conn_id=self.xai_conn_id,
                 poll_interval=self.poke_interval,
                 timeout=self.timeout,
@@ -84,9 +98,10 @@ class XaiBatchSensor(BaseSensorOperator):
             method_name="execute_complete",
         )
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> list[dict[str, Any]]:
         if event.get("status") == "timeout":
             raise AirflowSensorTimeout(f"Batch {self.batch_id} still pending: {event.get('message')}")
-        raise_for_event(event)
+        with failing_without_retry(self.log):
+            raise_for_event(event)
         self.log.info("%s", event["message"])
-        return event["batch"]
+        return event["batches"]

@@ -1,4 +1,4 @@
-"""XaiBatchTrigger: polls an xAI batch from the triggerer until no request is pending."""
+"""XaiBatchTrigger: polls the batches of an xAI batch job from the triggerer until they are done."""
 
 from __future__ import annotations
 
@@ -17,12 +17,14 @@ from airflow_provider_xai_image.hooks.xai import XaiHook
 
 class XaiBatchTrigger(BaseTrigger):
     """
-    Poll ``GET /batches/{batch_id}`` every ``poll_interval`` seconds without holding a worker.
+    Poll ``GET /batches/{batch_id}`` of each batch every ``poll_interval`` seconds without holding a worker.
 
-    Fires one event: ``{"status": "success", "batch": {...}}`` when nothing is pending, or
-    ``{"status": "error"|"timeout", "message": ...}``.
+    Only polls (free calls), so running it twice costs nothing. Fires one event:
+    ``{"status": "success", "batch_ids", "batches": [...]}`` when every batch is done, or
+    ``{"status": "error"|"refused"|"timeout", "message": ...}``.
 
-    :param batch_id: The batch to watch.
+    :param batch_ids: The batches of the job.
+    :param expected_requests: How many requests each batch was given, when known (the done rule).
     :param xai_conn_id: The ``xai`` Airflow connection.
     :param poll_interval: Seconds between polls.
     :param timeout: Seconds (monotonic clock, from the trigger's start) before giving up; None waits forever.
@@ -31,14 +33,16 @@ class XaiBatchTrigger(BaseTrigger):
 
     def __init__(
         self,
-        batch_id: str,
+        batch_ids: list[str],
+        expected_requests: list[int] | None = None,
         xai_conn_id: str = DEFAULT_CONN_ID,
         poll_interval: float = 60.0,
         timeout: float | None = None,
         max_failed_fraction: float = 0.0,
     ) -> None:
         super().__init__()
-        self.batch_id = batch_id
+        self.batch_ids = list(batch_ids)
+        self.expected_requests = expected_requests
         self.xai_conn_id = xai_conn_id
         self.poll_interval = poll_interval
         self.timeout = timeout
@@ -48,7 +52,8 @@ class XaiBatchTrigger(BaseTrigger):
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
-                "batch_id": self.batch_id,
+                "batch_ids": self.batch_ids,
+                "expected_requests": self.expected_requests,
                 "xai_conn_id": self.xai_conn_id,
                 "poll_interval": self.poll_interval,
                 "timeout": self.timeout,
@@ -59,31 +64,24 @@ class XaiBatchTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = XaiHook(xai_conn_id=self.xai_conn_id)
         started = time.monotonic()
+        event: dict[str, Any] = {"batch_ids": self.batch_ids}
         try:
             async with hook.async_client() as client:
                 while True:
-                    batch = await hook.aget_batch(client, self.batch_id)
-                    outcome = judge(batch, self.max_failed_fraction)
+                    batches = [await hook.aget_batch(client, batch_id) for batch_id in self.batch_ids]
+                    outcome = judge(batches, self.max_failed_fraction, self.expected_requests)
                     self.log.info("%s", outcome.message)
                     if outcome.status != "pending":
+                        status = "error" if outcome.status == "failed" else outcome.status
+                        batches_json = [batch.model_dump(mode="json") for batch in batches]
                         yield TriggerEvent(
-                            {
-                                "status": "success" if outcome.status == "success" else "error",
-                                "batch_id": self.batch_id,
-                                "message": outcome.message,
-                                "batch": batch.model_dump(mode="json"),
-                            }
+                            {**event, "status": status, "message": outcome.message, "batches": batches_json}
                         )
                         return
                     if self.timeout is not None and time.monotonic() - started >= self.timeout:
-                        yield TriggerEvent(
-                            {
-                                "status": "timeout",
-                                "batch_id": self.batch_id,
-                                "message": f"{outcome.message}; still pending after {self.timeout:g} s",
-                            }
-                        )
+                        message = f"{outcome.message}; still pending after {self.timeout:g} s"
+                        yield TriggerEvent({**event, "status": "timeout", "message": message})
                         return
                     await asyncio.sleep(self.poll_interval)
         except XaiError as error:
-            yield TriggerEvent({"status": "error", "batch_id": self.batch_id, "message": str(error)})
+            yield TriggerEvent({**event, "status": "error", "message": str(error)})

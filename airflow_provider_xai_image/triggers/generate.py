@@ -4,132 +4,153 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any, TypeVar
 
 from airflow.sdk import ObjectStoragePath
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_xai_image.budget import CostBudget
 from airflow_provider_xai_image.connection import DEFAULT_CONN_ID
+from airflow_provider_xai_image.exceptions import error_to_event
+from airflow_provider_xai_image.generation import GenerationRun
 from airflow_provider_xai_image.hooks.xai import XaiHook
 from airflow_provider_xai_image.models import ImageRequest
-from airflow_provider_xai_image.sources import to_data_uri
-from airflow_provider_xai_image.storage import ImageStore, check_moderation
+from airflow_provider_xai_image.sources import read_source_images
+from airflow_provider_xai_image.storage import ImageStore
+
+Result = TypeVar("Result")
 
 
 class XaiGenerateImagesTrigger(BaseTrigger):
     """
     Send image requests concurrently from the triggerer's event loop and store each image as it comes.
 
-    Images are stored here, not on the worker, so temporary URLs cannot expire in between; the
-    worker then only writes the manifest from the stored records. Serialized state holds the
-    connection id, the validated requests and source image *URIs* (never the key or image bytes);
-    the event holds counts only, whatever the number of images.
+    Safe to run more than once (Airflow runs a trigger again after a triggerer restart or failover):
+    before sending anything it reads the records and stored images, exactly as a retried task does,
+    and requests only what is missing. Images are stored here, not on the worker, so temporary URLs
+    cannot expire in between; blocking storage work runs on a thread pool of the trigger's own.
+    Serialized state holds the connection id, the validated requests, their fingerprints and prices,
+    and source image *URIs* (never the key or image bytes); the event holds counts, or the error's
+    type and fields so that the worker raises the same typed error the synchronous path would.
+    A cancelled trigger stops its requests and fires no event.
 
-    :param xai_conn_id: The ``xai`` Airflow connection.
-    :param requests: ``{prompt_index: request body fields}`` of the requests still to run (no source images).
-    :param first_image_indexes: ``{prompt_index: index of its first image}`` where not 0 (after a recovery).
-    :param source_images: Source image URIs for edits (read here, on the triggerer), or None.
+    :param requests: ``{prompt_index: request body fields}`` of the prompts to generate (full ``n``; no sources).
+    :param fingerprints: ``{prompt_index: request fingerprint}``.
+    :param prices: ``{prompt_index: price of one image}`` (budget and possibly billed requests).
+    :param prompts: Every prompt of the task (names the prompt of images recovered from storage).
     :param folder: The task instance's output folder URI.
-    :param max_concurrency: Most requests in flight at once.
+    :param xai_conn_id: The ``xai`` Airflow connection.
+    :param source_images: Source image URIs for edits (read here, on the triggerer), or None.
+    :param max_concurrency: Most requests in flight at once (also the size of the storage thread pool).
     :param on_moderation: ``fail`` or ``skip``.
     :param max_cost_usd: The budget, or None.
-    :param spent_usd_ticks: Already spent by earlier tries.
-    :param estimate_usd_ticks: Estimated cost of one request.
     """
 
     def __init__(
         self,
         *,
         requests: dict[int, dict[str, Any]],
+        fingerprints: dict[int, str],
+        prices: dict[int, int],
         folder: str,
-        first_image_indexes: dict[int, int] | None = None,
+        prompts: list[str] | None = None,
         xai_conn_id: str = DEFAULT_CONN_ID,
         source_images: list[str] | None = None,
         max_concurrency: int = 4,
         on_moderation: str = "fail",
         max_cost_usd: float | None = None,
-        spent_usd_ticks: int = 0,
-        estimate_usd_ticks: int = 0,
     ) -> None:
         super().__init__()
         self.requests = {int(index): body for index, body in requests.items()}
+        self.fingerprints = {int(index): fingerprint for index, fingerprint in fingerprints.items()}
+        self.prices = {int(index): price for index, price in prices.items()}
         self.folder = folder
-        self.first_image_indexes = {int(index): first for index, first in (first_image_indexes or {}).items()}
+        self.prompts = prompts
         self.xai_conn_id = xai_conn_id
         self.source_images = source_images
         self.max_concurrency = max_concurrency
         self.on_moderation = on_moderation
         self.max_cost_usd = max_cost_usd
-        self.spent_usd_ticks = spent_usd_ticks
-        self.estimate_usd_ticks = estimate_usd_ticks
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
                 "requests": {str(index): body for index, body in self.requests.items()},
+                "fingerprints": {str(index): value for index, value in self.fingerprints.items()},
+                "prices": {str(index): value for index, value in self.prices.items()},
                 "folder": self.folder,
-                "first_image_indexes": {str(index): first for index, first in self.first_image_indexes.items()},
+                "prompts": self.prompts,
                 "xai_conn_id": self.xai_conn_id,
                 "source_images": self.source_images,
                 "max_concurrency": self.max_concurrency,
                 "on_moderation": self.on_moderation,
                 "max_cost_usd": self.max_cost_usd,
-                "spent_usd_ticks": self.spent_usd_ticks,
-                "estimate_usd_ticks": self.estimate_usd_ticks,
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         started = time.monotonic()
+        pool = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="xai-trigger-storage")
         try:
-            stored = await self._generate_and_store()
+            requests = await self._generate_and_store(pool)
         except Exception as error:
-            yield TriggerEvent({"status": "error", "message": f"{type(error).__name__}: {error}"})
+            yield TriggerEvent({"status": "error", **error_to_event(error)})
             return
-        yield TriggerEvent({"status": "success", "requests": stored, "elapsed_seconds": time.monotonic() - started})
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        yield TriggerEvent({"status": "success", "requests": requests, "elapsed_seconds": time.monotonic() - started})
 
-    async def _generate_and_store(self) -> int:
+    async def _generate_and_store(self, pool: ThreadPoolExecutor) -> int:
+        loop = asyncio.get_running_loop()
+
+        def blocking(func: Callable[..., Result], *args: Any) -> asyncio.Future[Result]:
+            return loop.run_in_executor(pool, partial(func, *args))
+
         hook = XaiHook(xai_conn_id=self.xai_conn_id)
         await hook.aload_settings()
-        # Storage work runs in threads: an fsspec filesystem built inside the running event loop (s3fs
+        # Storage is built in a thread: an fsspec filesystem built inside the running event loop (s3fs
         # is set up with asyncio.run) would silently lose the Airflow connection's settings.
-        store = await asyncio.to_thread(lambda: ImageStore(ObjectStoragePath(self.folder), hook))
-        budget = CostBudget(self.max_cost_usd, self.spent_usd_ticks)
-        sources = None
-        if self.source_images:
-            sources = await asyncio.to_thread(lambda: tuple(to_data_uri(uri) for uri in self.source_images or ()))
+        store = await blocking(lambda: ImageStore(ObjectStoragePath(self.folder), hook))
+        sources = await blocking(read_source_images, self.source_images) if self.source_images else None
         requests = {index: ImageRequest.build(**body, source_images=sources) for index, body in self.requests.items()}
+        run = GenerationRun(
+            store, requests, self.fingerprints, self.prices, self.max_cost_usd, self.on_moderation, self.prompts
+        )
+        await blocking(store.prepare)
+        todo = await blocking(run.resume)
+        if len(todo) < len(requests):
+            self.log.info(
+                "%d of %d prompt(s) were already stored by an earlier run.", len(requests) - len(todo), len(requests)
+            )
+        if not todo:
+            return 0
         slots = asyncio.Semaphore(self.max_concurrency)
-        failures: list[BaseException] = []
+        failures: list[Exception] = []
         async with hook.async_client() as client:
+            await hook.acheck_api_key(client)
 
-            async def generate_one(index: int, request: ImageRequest) -> None:
+            async def generate_one(index: int, request: ImageRequest, first_image_index: int) -> None:
                 async with slots:
                     if failures:
                         return  # after a failure nothing new starts; running requests finish and are stored
                     try:
-                        budget.reserve(self.estimate_usd_ticks)
+                        estimate = run.reserve(index, request)
                         try:
                             result = await hook.arun_image_request(client, request)
-                        except BaseException:
-                            budget.settle(self.estimate_usd_ticks, 0)
+                        except BaseException as error:
+                            run.failed(index, request, estimate, error)
                             raise
-                        first_image_index = self.first_image_indexes.get(index, 0)
-                        record = await asyncio.to_thread(
-                            store.store_result, index, request.prompt, result, first_image_index
-                        )
-                        budget.settle(self.estimate_usd_ticks, result.cost_usd_ticks)
-                        check_moderation([record], self.on_moderation)
-                    except BaseException as error:
+                        await blocking(run.stored, index, request, first_image_index, result, estimate)
+                    except Exception as error:
                         failures.append(error)
 
             try:
-                await asyncio.gather(*(generate_one(index, request) for index, request in requests.items()))
+                await asyncio.gather(*(generate_one(index, *item) for index, item in todo.items()))
             finally:
-                await asyncio.to_thread(store.save_records)
+                await blocking(store.save_records)
         if failures:
             raise failures[0]
-        return len(requests)
+        return len(todo)
