@@ -1,9 +1,18 @@
 """An xAI image API emulator for tests, demos and benchmarks: what moto is to AWS.
 
-``XaiEmulator`` runs a real HTTP server on loopback that speaks the contract of ``xai-api.md``;
-``python -m airflow_provider_xai_image.testing`` runs it standalone, and the pytest plugin of this
-package provides an ``xai_emulator`` fixture. Names are imported lazily so that loading the pytest
-plugin (which imports this package) stays cheap.
+``XaiEmulator`` runs a real HTTP server on loopback that speaks revision 2 of the contract of
+``xai-api.md``: image generation and editing, the model list, the Files API and the Batch API (a
+JSONL file, or requests added inline), with injectable faults. ``python -m
+airflow_provider_xai_image.testing`` runs it standalone, and the pytest plugin of this package
+provides an ``xai_emulator`` fixture.
+
+The emulator never imports the provider: its wire facts live in ``contract``, transcribed from the
+contract, so a client that gets a field name wrong fails against it. Modules, moto-style:
+``config`` (settings and faults), ``contract`` (paths, values, models and prices), ``catalog``
+(models), ``schemas`` (request bodies, batch input lines), ``uploads`` (multipart file uploads),
+``images`` (rendering, source checks), ``records`` (served objects), ``backend`` (state),
+``responses`` (WSGI routes), ``server`` (``XaiEmulator``). Names are imported lazily so that loading
+the pytest plugin (which imports this package) stays cheap.
 """
 
 from __future__ import annotations

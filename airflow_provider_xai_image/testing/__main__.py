@@ -1,8 +1,9 @@
 """Run the xAI emulator standalone: ``python -m airflow_provider_xai_image.testing --port 8010``.
 
 Prints ``XAI_BASE_URL=...``, ``XAI_API_KEY=...`` and ``AIRFLOW_CONN_XAI_DEFAULT=...`` lines, then
-serves until SIGTERM or SIGINT. Drive it with ``/_emulator/config``, ``/_emulator/stats`` and
-``/_emulator/reset``.
+serves until SIGTERM or SIGINT. Drive it with ``/_emulator/config``, ``/_emulator/stats``,
+``/_emulator/reset``, ``/_emulator/expire-images`` and ``/_emulator/batches/{id}:expire`` or
+``:refuse``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every API call")
     parser.add_argument("--image-ttl", type=float, default=3600.0, help="seconds temporary image URLs live")
     parser.add_argument("--batch-seconds", type=float, default=1.0, help="seconds a batch request takes")
+    parser.add_argument(
+        "--batch-validation-seconds", type=float, default=0.2, help="seconds xAI takes to validate a batch file"
+    )
     return parser.parse_args(argv)
 
 
@@ -45,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         latency=args.latency,
         image_ttl=args.image_ttl,
         batch_seconds=args.batch_seconds,
+        batch_validation_seconds=args.batch_validation_seconds,
     )
     with emulator:
         print(f"XAI_BASE_URL={emulator.base_url}", flush=True)

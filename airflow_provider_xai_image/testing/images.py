@@ -1,8 +1,9 @@
-"""Deterministic, cheap image rendering, and reading the size of a source image.
+"""Deterministic, cheap image rendering, and checking source images the way xAI does.
 
 An image is described by an :class:`ImageSpec` (prompt, index, pixel size, format) and rendered
 on demand: a background colour and a few rectangles derived from a hash of prompt and index, so
-every (prompt, index) pair gives a different, reproducible, decodable picture.
+every (prompt, index) pair gives a different, reproducible, decodable picture. Source images are
+identified with Pillow (never by file name or MIME type).
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
-from airflow_provider_xai_image.image_types import HEADER_BYTES, sniff_image_type
 from airflow_provider_xai_image.testing.config import ImageFormat
+from airflow_provider_xai_image.testing.contract import DEFAULT_RESOLUTION, SOURCE_IMAGE_FORMATS, SOURCE_MAX_BYTES
 
-#: Long side in pixels of each ``resolution``; no resolution means ``1k``.
+#: Long side in pixels of each ``resolution``.
 LONG_SIDE: dict[str, int] = {"1k": 1024, "2k": 2048}
 MIME_TYPES: dict[str, str] = {"jpeg": "image/jpeg", "png": "image/png"}
 JPEG_QUALITY = 85
@@ -50,7 +51,7 @@ def ratio_of(aspect_ratio: str | None) -> tuple[float, float]:
 
 def pixel_size(width: float, height: float, resolution: str | None) -> tuple[int, int]:
     """Pixel size with the proportions ``width:height`` whose long side matches ``resolution``."""
-    long_side = LONG_SIDE[resolution or "1k"]
+    long_side = LONG_SIDE[resolution or DEFAULT_RESOLUTION]
     if width >= height:
         return long_side, max(1, round(long_side * height / width))
     return max(1, round(long_side * width / height)), long_side
@@ -75,19 +76,27 @@ def render(spec: ImageSpec) -> bytes:
     return buffer.getvalue()
 
 
-def data_uri_image_size(uri: str) -> tuple[int, int]:
-    """Pixel size of the image in a ``data:image/...;base64,...`` URI; ValueError when it is not one."""
+def decode_data_uri(uri: str) -> bytes:
+    """The bytes of a ``data:image/...;base64,...`` URI; ValueError when it is not one."""
     header, comma, payload = uri.partition(",")
     if not comma or not header.startswith("data:image/") or not header.endswith(";base64"):
         raise ValueError("a data URI source must look like data:image/<type>;base64,<data>")
     try:
-        data = base64.b64decode(payload, validate=True)
+        return base64.b64decode(payload, validate=True)
     except binascii.Error:
         raise ValueError("the data URI does not hold valid base64") from None
-    if sniff_image_type(data[:HEADER_BYTES]) is None:
-        raise ValueError("the data URI does not hold a JPEG, PNG, GIF or WebP image")
+
+
+def source_image_size(data: bytes) -> tuple[int, int]:
+    """Pixel size of a source image; ValueError unless it is a PNG, JPEG or WebP of at most 10 MiB."""
+    if len(data) > SOURCE_MAX_BYTES:
+        raise ValueError(f"the source image is {len(data)} bytes; at most {SOURCE_MAX_BYTES} are accepted")
     try:
         with Image.open(io.BytesIO(data)) as image:
-            return image.size
-    except Exception as error:  # Pillow raises several types for undecodable data
-        raise ValueError(f"the data URI image cannot be decoded: {error}") from None
+            image_format, size = image.format, image.size
+    except (OSError, ValueError, Image.DecompressionBombError):  # what Pillow raises for non-images
+        image_format, size = None, (0, 0)
+    if image_format not in SOURCE_IMAGE_FORMATS:
+        found = image_format or "not a recognised image"
+        raise ValueError(f"the source image must be PNG, JPEG or WebP (found: {found})")
+    return size

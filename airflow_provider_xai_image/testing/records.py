@@ -1,4 +1,7 @@
-"""The objects the backend keeps: logged requests, generations, temporary images and batches."""
+"""The objects the backend keeps: logged requests, generations, images, files and batches.
+
+Each object that is served renders its own JSON (``to_json``), in the shapes of ``xai-api.md``.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +10,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from airflow_provider_xai_image.models import ResponseFormat
+from airflow_provider_xai_image.testing.config import BatchErrorShape, ExpireTimeFormat
+from airflow_provider_xai_image.testing.contract import BATCH_RESPONSE_KIND, ResponseFormat
 from airflow_provider_xai_image.testing.images import ImageSpec, render
 from airflow_provider_xai_image.testing.schemas import GenerateBody
 
 #: URL path under which temporary images are served (without auth), relative to the server root.
 TEMP_IMAGE_PATH = "tmp-images"
+#: The shapes a ``mixed`` configuration gives failed batch results, in turn.
+ERROR_SHAPES: tuple[BatchErrorShape, ...] = ("object", "string", "error_message")
 
 
 def rfc3339(timestamp: float | None) -> str | None:
@@ -21,6 +27,11 @@ def rfc3339(timestamp: float | None) -> str | None:
         return None
     moment = datetime.fromtimestamp(timestamp, tz=timezone.utc)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def utc_date(timestamp: float) -> str:
+    """``2026-01-02``: the UTC day of a Unix timestamp."""
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc).date().isoformat()
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,16 @@ class RequestRecord:
 
 
 @dataclass(frozen=True)
+class SourceImage:
+    """A source image of an edit, resolved: what makes its edits differ, and its size when known."""
+
+    #: A digest of the source (its URL, or the bytes of an uploaded file).
+    key: str
+    #: Pixel size; None for an http(s) URL, which the emulator does not fetch.
+    size: tuple[int, int] | None
+
+
+@dataclass(frozen=True)
 class OutputImage:
     """One image of a generation: where it is served (``filename``, for ``url`` responses) or filtered."""
 
@@ -53,11 +74,14 @@ class Generation:
     """What one generate/edit call (or one batch request) produced and cost."""
 
     model: str
-    revised_prompt: str
     response_format: ResponseFormat
     images: tuple[OutputImage, ...]
     cost_usd_ticks: int
+    #: The per-image ``revised_prompt``; None leaves the key out.
+    revised_prompt: str | None = None
     block_reason: str | None = None
+    #: Inline images carry only the first half of their bytes (the ``truncated_b64`` fault).
+    truncated_b64: bool = False
 
     def to_json(self, server_url: str, b64_data_uri_prefix: bool) -> dict[str, Any]:
         """The response body; ``server_url`` is the root the temporary images are served under."""
@@ -73,16 +97,17 @@ class Generation:
         if image.filename is not None:
             url = f"{server_url.rstrip('/')}/{TEMP_IMAGE_PATH}/{image.filename}"
         elif not image.filtered:
-            b64 = base64.b64encode(render(image.spec)).decode("ascii")
+            data = render(image.spec)
+            if self.truncated_b64:
+                data = data[: len(data) // 2]
+            b64 = base64.b64encode(data).decode("ascii")
             if b64_data_uri_prefix:
                 b64 = f"data:{image.spec.mime_type};base64,{b64}"
-        return {
-            "url": url,
-            "b64_json": b64,
-            "mime_type": image.spec.mime_type,
-            "revised_prompt": self.revised_prompt,
-            "respect_moderation": not image.filtered,
-        }
+        item: dict[str, Any] = {"url": url, "b64_json": b64, "mime_type": image.spec.mime_type}
+        if self.revised_prompt is not None:
+            item["revised_prompt"] = self.revised_prompt
+        item["respect_moderation"] = not image.filtered
+        return item
 
 
 @dataclass
@@ -94,48 +119,104 @@ class TempImage:
 
 
 @dataclass(frozen=True)
+class UploadedFile:
+    """A file sent to ``POST /v1/files``; ``created_at`` and ``expires_at`` are Unix seconds."""
+
+    file_id: str
+    filename: str
+    purpose: str
+    data: bytes
+    created_at: int
+    expires_at: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The OpenAI-style file object."""
+        return {
+            "id": self.file_id,
+            "object": "file",
+            "bytes": len(self.data),
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "filename": self.filename,
+            "purpose": self.purpose,
+        }
+
+
+@dataclass(frozen=True)
 class BatchOutcome:
-    """A completed batch request: its generation on success, its error message on failure."""
+    """A completed batch request: its generation on success, else its error (gRPC code and message)."""
 
     batch_request_id: str
     generation: Generation | None = None
-    error: str | None = None
+    error: str = ""
+    error_code: int = 0
+    #: How many requests of the batch had failed before this one (picks the ``mixed`` error shape).
+    error_number: int = 0
+
+    def to_json(self, error_shape: BatchErrorShape, server_url: str, b64_data_uri_prefix: bool) -> dict[str, Any]:
+        """One item of a results page."""
+        item: dict[str, Any] = {"batch_request_id": self.batch_request_id}
+        if self.generation is not None:
+            response = self.generation.to_json(server_url, b64_data_uri_prefix)
+            return {**item, "batch_result": {"response": {BATCH_RESPONSE_KIND: response}}}
+        if error_shape == "mixed":
+            error_shape = ERROR_SHAPES[self.error_number % len(ERROR_SHAPES)]
+        if error_shape == "object":
+            return {**item, "batch_result": {"error": {"code": self.error_code, "message": self.error}}}
+        if error_shape == "string":
+            return {**item, "batch_result": {"error": self.error}}
+        return {**item, "error_message": self.error}
 
 
-@dataclass
-class BatchRequestRecord:
-    """A request added to a batch; it completes at ``due`` (monotonic) unless cancelled first."""
+@dataclass(frozen=True)
+class BatchRequest:
+    """A request of a batch: its id, its body and (for an edit) its resolved source images."""
 
     batch_request_id: str
     body: GenerateBody
+    sources: tuple[SourceImage, ...] = ()
+
+
+@dataclass
+class PendingRequest:
+    """A batch request waiting to complete at ``due`` (monotonic) unless cancelled first."""
+
+    request: BatchRequest
     due: float
 
 
 @dataclass
 class BatchRecord:
-    """A batch: its requests, pending and completed (in completion order), and its counters."""
+    """A batch: its input while xAI validates it, its requests (pending and completed), its counters."""
 
     batch_id: str
     name: str
     create_time: float
     expire_time: float
+    #: The uploaded input file (file route); None for a batch that requests are added to.
+    input_file_id: str | None = None
+    #: Monotonic time the input file's validation ends; None once it has (or for an inline batch).
+    validation_due: float | None = None
+    #: What validation will reveal: the file's requests, or why xAI refuses it.
+    staged: list[BatchRequest] = field(default_factory=list)
+    refusal: str | None = None
     cancel_time: float | None = None
     cancel_by_xai_message: str | None = None
     request_ids: set[str] = field(default_factory=set)
-    pending: list[BatchRequestRecord] = field(default_factory=list)
+    pending: list[PendingRequest] = field(default_factory=list)
     completed: list[BatchOutcome] = field(default_factory=list)
     num_success: int = 0
     num_error: int = 0
     num_cancelled: int = 0
-    cost_usd_ticks: int = 0
 
-    def to_json(self) -> dict[str, Any]:
-        """The Batch object of the contract."""
+    def to_json(self, expire_time_format: ExpireTimeFormat) -> dict[str, Any]:
+        """The Batch object of the contract (no ``cost_breakdown``: results carry the costs)."""
+        expire_time = utc_date(self.expire_time) if expire_time_format == "date" else rfc3339(self.expire_time)
         return {
             "batch_id": self.batch_id,
             "name": self.name,
             "create_time": rfc3339(self.create_time),
-            "expire_time": rfc3339(self.expire_time),
+            "expire_time": expire_time,
             "cancel_time": rfc3339(self.cancel_time),
             "cancel_by_xai_message": self.cancel_by_xai_message,
             "state": {
@@ -145,5 +226,4 @@ class BatchRecord:
                 "num_error": self.num_error,
                 "num_cancelled": self.num_cancelled,
             },
-            "cost_breakdown": {"total_cost_usd_ticks": self.cost_usd_ticks},
         }

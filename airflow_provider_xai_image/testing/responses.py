@@ -3,6 +3,7 @@
 Every ``/v1`` call goes through the same steps: configured latency, then the next queued fault
 (dropped connection, scripted status, non-JSON body), then the API key, then the handler. Temporary
 images are served without auth; control endpoints (like moto's ``/moto-api/``) need no key either.
+Paths and paging parameters are those of :mod:`~airflow_provider_xai_image.testing.contract`.
 """
 
 from __future__ import annotations
@@ -15,45 +16,50 @@ import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter, Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from airflow_provider_xai_image.models import (
-    API_KEY_PATH,
-    BATCHES_PATH,
-    DEFAULT_BASE_URL,
-    EDITS_PATH,
-    GENERATIONS_PATH,
-    MODELS_PATH,
-)
 from airflow_provider_xai_image.testing.backend import EmulatorBackend, redact_key
 from airflow_provider_xai_image.testing.catalog import MODELS, resolve_model
+from airflow_provider_xai_image.testing.contract import (
+    API_KEY_PATH,
+    API_ROOT,
+    BATCHES_PATH,
+    DEFAULT_PAGE_LIMIT,
+    EDITS_PATH,
+    FILES_PATH,
+    GENERATIONS_PATH,
+    MAX_PAGE_LIMIT,
+    MODELS_PATH,
+    PAGE_LIMIT_PARAM,
+    PAGE_TOKEN_PARAM,
+)
 from airflow_provider_xai_image.testing.errors import ApiError
 from airflow_provider_xai_image.testing.images import render
-from airflow_provider_xai_image.testing.records import TEMP_IMAGE_PATH, BatchOutcome, Generation, RequestRecord
+from airflow_provider_xai_image.testing.records import TEMP_IMAGE_PATH, Generation, RequestRecord
 from airflow_provider_xai_image.testing.schemas import (
     AddBatchRequestsBody,
     CreateBatchBody,
     EditBody,
     GenerateBody,
     describe,
+    status_of,
 )
+from airflow_provider_xai_image.testing.uploads import parse_file_upload
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 logger = logging.getLogger(__name__)
 
-#: ``/v1``, taken from the real base URL.
-API_ROOT = urlsplit(DEFAULT_BASE_URL).path
 CONTROL_ROOT = "/_emulator"
 #: Bodies at least this large are logged without their parsed JSON.
 LOG_JSON_MAX_BYTES = 64 * 1024
-DEFAULT_PAGE_SIZE = 100
+#: Revision 1's paging parameter, refused with a pointer to ``limit``.
+WRONG_PAGE_PARAM = "page_size"
 #: Chunks per second of a slowed-down image download.
 SLOW_CHUNKS_PER_SECOND = 20
 #: What an ``invalid_json`` fault sends with status 200 (and a JSON content type).
@@ -98,31 +104,33 @@ def _validate(model: type[_Model], payload: Any) -> _Model:
     try:
         return model.model_validate(payload)
     except ValidationError as error:
-        raise ApiError(422, describe(error)) from None
+        raise ApiError(status_of(error), describe(error)) from None
 
 
 def _page_token(scope: str, offset: int | None) -> dict[str, str]:
     """``{"pagination_token": ...}`` for a next page at ``offset``, or nothing on the last page."""
     if offset is None:
         return {}
-    return {"pagination_token": base64.urlsafe_b64encode(f"{scope}:{offset}".encode()).decode("ascii")}
+    return {PAGE_TOKEN_PARAM: base64.urlsafe_b64encode(f"{scope}:{offset}".encode()).decode("ascii")}
 
 
 def _page_request(request: Request, scope: str) -> tuple[int, int]:
-    """``(offset, page_size)`` from ``page_size`` and ``pagination_token`` (issued for ``scope``)."""
-    raw_size = request.args.get("page_size") or str(DEFAULT_PAGE_SIZE)
-    if not raw_size.isdigit() or int(raw_size) < 1:
-        raise ApiError(422, f"page_size must be a positive integer, got {raw_size!r}.")
-    token = request.args.get("pagination_token")
+    """``(offset, limit)`` from ``limit`` and ``pagination_token`` (issued for ``scope``); 400 when wrong."""
+    if WRONG_PAGE_PARAM in request.args:
+        raise ApiError(400, f"unknown parameter {WRONG_PAGE_PARAM}; use {PAGE_LIMIT_PARAM}")
+    raw_limit = request.args.get(PAGE_LIMIT_PARAM, str(DEFAULT_PAGE_LIMIT))
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE_LIMIT:
+        raise ApiError(400, f"{PAGE_LIMIT_PARAM} must be an integer from 1 to {MAX_PAGE_LIMIT}, got {raw_limit!r}.")
+    token = request.args.get(PAGE_TOKEN_PARAM)
     if not token:
-        return 0, int(raw_size)
+        return 0, int(raw_limit)
     try:
         token_scope, _, offset = base64.urlsafe_b64decode(token.encode()).decode().rpartition(":")
     except ValueError:  # not base64, or not text
         token_scope, offset = "", ""
     if token_scope != scope or not offset.isdigit():
-        raise ApiError(400, "Invalid pagination_token.")
-    return int(offset), int(raw_size)
+        raise ApiError(400, f"Invalid {PAGE_TOKEN_PARAM}.")
+    return int(offset), int(raw_limit)
 
 
 def _paced(data: bytes, bytes_per_second: int) -> Iterator[bytes]:
@@ -132,23 +140,6 @@ def _paced(data: bytes, bytes_per_second: int) -> Iterator[bytes]:
         part = data[start : start + chunk]
         time.sleep(len(part) / bytes_per_second)
         yield part
-
-
-def _results_page(
-    outcomes: list[BatchOutcome], shape: str, server_url: str, b64_data_uri_prefix: bool
-) -> dict[str, Any]:
-    """A results page in the configured shape (both are documented; clients must accept both)."""
-    succeeded, failed, errors = [], [], []
-    for outcome in outcomes:
-        item: dict[str, Any] = {"batch_request_id": outcome.batch_request_id}
-        if outcome.generation is not None:
-            succeeded.append({**item, "response": outcome.generation.to_json(server_url, b64_data_uri_prefix)})
-        else:
-            failed.append({**item, "error_message": outcome.error})
-            errors.append({**item, "error": {"message": outcome.error}})
-    if shape == "succeeded_failed":
-        return {"succeeded": succeeded, "failed": failed}
-    return {"results": succeeded + errors}
 
 
 def _drop_connection(environ: WSGIEnvironment) -> None:
@@ -173,6 +164,7 @@ class EmulatorApp:
             ("GET", f"{api}/{MODELS_PATH}", self._list_models),
             ("GET", f"{api}/{MODELS_PATH}/<model_id>", self._get_model),
             ("GET", f"{api}/{API_KEY_PATH}", self._api_key),
+            ("POST", f"{api}/{FILES_PATH}", self._upload_file),
             ("POST", f"{api}/{BATCHES_PATH}", self._create_batch),
             ("GET", f"{api}/{BATCHES_PATH}", self._list_batches),
             ("GET", batch, self._get_batch),
@@ -186,6 +178,7 @@ class EmulatorApp:
             ("GET", f"{CONTROL_ROOT}/stats", self._control_stats),
             ("POST", f"{CONTROL_ROOT}/expire-images", self._control_expire_images),
             ("POST", f"{CONTROL_ROOT}/batches/<batch_id:batch_id>:expire", self._control_expire_batch),
+            ("POST", f"{CONTROL_ROOT}/batches/<batch_id:batch_id>:refuse", self._control_refuse_batch),
         ]
         self.url_map = Map(
             [Rule(path, methods=[method], endpoint=handler) for method, path, handler in rules],
@@ -254,13 +247,11 @@ class EmulatorApp:
 
     def _generate(self, request: Request, payload: Any) -> Response:
         self.backend.check_rate_limit()
-        body = _validate(GenerateBody, payload)
-        return self._generation_response(request, self.backend.generate(body))
+        return self._generation_response(request, self.backend.generate(_validate(GenerateBody, payload)))
 
     def _edit(self, request: Request, payload: Any) -> Response:
         self.backend.check_rate_limit()
-        body = _validate(EditBody, payload)
-        return self._generation_response(request, self.backend.generate(body, body.sources))
+        return self._generation_response(request, self.backend.generate(_validate(EditBody, payload)))
 
     def _list_models(self, request: Request, payload: Any) -> Response:
         return _json_response({"models": [model.to_json() for model in MODELS]})
@@ -277,21 +268,31 @@ class EmulatorApp:
     def _temp_image(self, request: Request, payload: Any, filename: str) -> Response:
         spec = self.backend.temp_image(filename)
         data = render(spec)
-        sent = data[: len(data) // 2] if self.backend.take_truncated_image() else data
+        fault = self.backend.take_download_fault()
+        sent = data if fault is None else data[: len(data) // 2]
         pace = self.backend.config.slow_image_bytes_per_second
-        response = Response(_paced(sent, pace) if pace else [sent], mimetype=spec.mime_type, direct_passthrough=True)
-        response.headers["Content-Length"] = str(len(data))
+        # An iterator, not a list: werkzeug then adds no Content-Length of its own (it sends chunks).
+        chunks = _paced(sent, pace) if pace else iter([sent])
+        response = Response(chunks, mimetype=spec.mime_type, direct_passthrough=True)
+        if fault != "truncated_no_length":
+            response.headers["Content-Length"] = str(len(data))
         return response
+
+    # Files ---------------------------------------------------------------------------------
+
+    def _upload_file(self, request: Request, payload: Any) -> Response:
+        upload = parse_file_upload(request.headers.get("Content-Type", ""), request.get_data())
+        return _json_response(self.backend.upload_file(upload))
 
     # Batches -------------------------------------------------------------------------------
 
     def _create_batch(self, request: Request, payload: Any) -> Response:
         body = _validate(CreateBatchBody, payload)
-        return _json_response(self.backend.create_batch(body.name))
+        return _json_response(self.backend.create_batch(body.name, body.input_file_id))
 
     def _list_batches(self, request: Request, payload: Any) -> Response:
-        offset, page_size = _page_request(request, BATCHES_PATH)
-        batches, next_offset = self.backend.list_batches(offset, page_size)
+        offset, limit = _page_request(request, BATCHES_PATH)
+        batches, next_offset = self.backend.list_batches(offset, limit)
         return _json_response({"batches": batches, **_page_token(BATCHES_PATH, next_offset)})
 
     def _get_batch(self, request: Request, payload: Any, batch_id: str) -> Response:
@@ -305,11 +306,14 @@ class EmulatorApp:
         return _json_response({})
 
     def _batch_results(self, request: Request, payload: Any, batch_id: str) -> Response:
-        offset, page_size = _page_request(request, batch_id)
-        outcomes, next_offset = self.backend.batch_results(batch_id, offset, page_size)
+        offset, limit = _page_request(request, batch_id)
+        outcomes, next_offset = self.backend.batch_results(batch_id, offset, limit)
         config = self.backend.config
-        page = _results_page(outcomes, config.results_shape, request.host_url, config.b64_data_uri_prefix)
-        return _json_response({**page, **_page_token(batch_id, next_offset)})
+        items = [
+            outcome.to_json(config.batch_error_shape, request.host_url, config.b64_data_uri_prefix)
+            for outcome in outcomes
+        ]
+        return _json_response({"results": items, **_page_token(batch_id, next_offset)})
 
     def _cancel_batch(self, request: Request, payload: Any, batch_id: str) -> Response:
         return _json_response(self.backend.cancel_batch(batch_id))
@@ -344,3 +348,9 @@ class EmulatorApp:
         if message is not None and not isinstance(message, str):
             raise ApiError(422, "message must be a string.")
         return _json_response(self.backend.expire_batch(batch_id, message))
+
+    def _control_refuse_batch(self, request: Request, payload: Any, batch_id: str) -> Response:
+        message = payload.get("message") if isinstance(payload, dict) else None
+        if not isinstance(message, str) or not message:
+            raise ApiError(422, 'Send {"message": "..."}: why xAI refuses the batch.')
+        return _json_response(self.backend.refuse_batch(batch_id, message))

@@ -39,6 +39,7 @@ class XaiEmulator:
 
     Keyword arguments other than ``host``, ``port`` and ``api_key`` are :class:`EmulatorConfig`
     fields, validated at once; :meth:`configure` changes them while the emulator runs.
+    :meth:`expire_batch` and :meth:`refuse_batch` play xAI's part in cancelling a batch.
     """
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, api_key: str | None = None, **config: Any) -> None:
@@ -143,3 +144,7 @@ class XaiEmulator:
     def expire_batch(self, batch_id: str, message: str | None = None) -> dict[str, Any]:
         """Expire a batch as xAI would: pending requests cancelled, ``cancel_by_xai_message`` set."""
         return self.backend.expire_batch(batch_id, message)
+
+    def refuse_batch(self, batch_id: str, message: str) -> dict[str, Any]:
+        """Have xAI refuse a batch: what is pending is cancelled, ``cancel_by_xai_message`` is ``message``."""
+        return self.backend.refuse_batch(batch_id, message)

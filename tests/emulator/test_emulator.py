@@ -1,9 +1,8 @@
-"""The xAI emulator over real HTTP: the contract of xai-api.md, faults, batches and controls."""
+"""The xAI emulator over real HTTP: models, generation, edits, faults, controls and the server itself."""
 
 from __future__ import annotations
 
 import base64
-import io
 import json
 import subprocess
 import sys
@@ -13,57 +12,22 @@ from typing import Any
 
 import pytest
 import requests
-from PIL import Image
-
-from airflow_provider_xai_image.models import (
-    BATCH_REQUEST_KIND,
-    FALLBACK_PRICE_USD_TICKS_PER_IMAGE,
-    decode_b64_image,
-    parse_batch_results_page,
-    parse_image_response,
+from emulator_http import (
+    IMAGINE_PRICE,
+    INPUT_PRICE,
+    INVALID_ARGUMENT,
+    QUALITY_PRICE,
+    b64_bytes,
+    call,
+    data_uri,
+    decode,
+    edit,
+    generate,
+    image_bytes,
+    upload,
 )
-from airflow_provider_xai_image.testing import BATCH_FAILURE_MARKER, MODERATION_MARKER, XaiEmulator
-from airflow_provider_xai_image.testing.catalog import BATCH_PRICE_FACTOR, INPUT_IMAGE_PRICE_USD_TICKS
 
-INVALID_ARGUMENT = "Client specified an invalid argument"
-
-
-def call(
-    emulator: XaiEmulator, method: str, path: str, body: Any = None, *, key: str | None = None, **kwargs: Any
-) -> requests.Response:
-    """One API call to ``emulator`` with its key (or ``key``)."""
-    headers = {"Authorization": f"Bearer {key or emulator.api_key}"}
-    return requests.request(method, f"{emulator.base_url}/{path}", json=body, headers=headers, timeout=10, **kwargs)
-
-
-def generate(emulator: XaiEmulator, **body: Any) -> requests.Response:
-    return call(emulator, "POST", "images/generations", {"prompt": "a lighthouse at dusk", **body})
-
-
-def decode(data: bytes) -> Image.Image:
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    return image
-
-
-def data_uri(width: int, height: int, image_format: str = "PNG") -> str:
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), (10, 120, 200)).save(buffer, format=image_format)
-    return f"data:image/{image_format.lower()};base64,{base64.b64encode(buffer.getvalue()).decode()}"
-
-
-def batch_entry(request_id: str, prompt: str, **body: Any) -> dict[str, Any]:
-    return {"batch_request_id": request_id, "batch_request": {BATCH_REQUEST_KIND: {"prompt": prompt, **body}}}
-
-
-def wait_until_done(emulator: XaiEmulator, batch_id: str, timeout: float = 5.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        batch = call(emulator, "GET", f"batches/{batch_id}").json()
-        if batch["state"]["num_pending"] == 0 or time.monotonic() > deadline:
-            return batch
-        time.sleep(0.02)
-
+from airflow_provider_xai_image.testing import MODERATION_MARKER, XaiEmulator
 
 # Auth, models, key ---------------------------------------------------------------------------
 
@@ -85,16 +49,42 @@ def test_requests_without_a_valid_key_are_rejected_without_echoing_it(xai_emulat
     assert xai_emulator.api_key not in right.text
 
 
-def test_models_are_listed_with_prices_and_aliases_resolve(xai_emulator: XaiEmulator) -> None:
-    models = {model["id"]: model for model in call(xai_emulator, "GET", "image-generation-models").json()["models"]}
-    by_alias = call(xai_emulator, "GET", "image-generation-models/grok-2-image-1212")
-    unknown = call(xai_emulator, "GET", "image-generation-models/grok-nope")
+def test_models_are_listed_with_prices_pricing_and_aliases(xai_emulator: XaiEmulator) -> None:
+    listed = call(xai_emulator, "GET", "image-generation-models").json()
+    models = {model["id"]: model for model in listed["models"]}
 
-    assert set(models) == {"grok-imagine-image-quality", "grok-imagine-image", "grok-imagine-image-pro", "grok-2-image"}
-    assert models["grok-imagine-image-quality"]["image_price"] == FALLBACK_PRICE_USD_TICKS_PER_IMAGE
-    assert models["grok-2-image"]["aliases"] == ["grok-2-image-1212"]
-    assert by_alias.json()["id"] == "grok-2-image"
-    assert unknown.status_code == 404
+    assert set(listed) == {"models"}
+    assert set(models) == {"grok-imagine-image-quality", "grok-imagine-image", "grok-imagine-image-2.0"}
+    assert models["grok-imagine-image-quality"]["image_price"] == QUALITY_PRICE
+    assert models["grok-imagine-image-quality"]["aliases"] == ["grok-imagine-image-pro"]
+    assert models["grok-imagine-image"]["image_price"] == IMAGINE_PRICE
+    assert models["grok-imagine-image-2.0"]["image_price"] == 500_000_000
+    assert sorted(models["grok-imagine-image-2.0"]["pricing"], key=lambda tier: tier["price_per_image"]) == [
+        {"quality": "low", "resolution": "1k", "price_per_image": 200_000_000},
+        {"quality": "low", "resolution": "2k", "price_per_image": 400_000_000},
+        {"quality": "medium", "resolution": "1k", "price_per_image": 500_000_000},
+        {"quality": "medium", "resolution": "2k", "price_per_image": 800_000_000},
+    ]
+    assert "pricing" not in models["grok-imagine-image"]
+    assert "pricing" not in models["grok-imagine-image-quality"]
+
+
+@pytest.mark.parametrize(
+    ("name", "status", "model_id"),
+    [
+        ("grok-imagine-image-pro", 200, "grok-imagine-image-quality"),
+        ("grok-imagine-image-2.0", 200, "grok-imagine-image-2.0"),
+        ("grok-2-image", 404, None),
+        ("grok-2-image-1212", 404, None),
+        ("grok-nope", 404, None),
+    ],
+)
+def test_one_model_by_id_or_alias(xai_emulator: XaiEmulator, name: str, status: int, model_id: str | None) -> None:
+    response = call(xai_emulator, "GET", f"image-generation-models/{name}")
+
+    assert response.status_code == status
+    if model_id is not None:
+        assert response.json()["id"] == model_id
 
 
 # Generation ------------------------------------------------------------------------------------
@@ -107,19 +97,71 @@ def test_generate_returns_temporary_urls_of_real_jpegs(xai_emulator: XaiEmulator
     assert response.status_code == 200
     assert payload["model"] == "grok-imagine-image"
     assert payload["block_reason"] is None
-    assert payload["usage"]["cost_in_usd_ticks"] == 2 * FALLBACK_PRICE_USD_TICKS_PER_IMAGE
+    assert payload["usage"] == {"cost_in_usd_ticks": 2 * IMAGINE_PRICE}
     assert len(payload["data"]) == 2
     for item in payload["data"]:
         assert "/tmp-images/xai-tmp-imgen-" in item["url"]
         assert item["url"].endswith(".jpeg")
         assert item["b64_json"] is None
         assert item["mime_type"] == "image/jpeg"
-        assert item["revised_prompt"] == "A detailed rendering of: a lighthouse at dusk"
+        assert item["respect_moderation"] is True
+        assert "revised_prompt" not in item
         download = requests.get(item["url"], timeout=10)
         assert download.headers["Content-Type"] == "image/jpeg"
-        assert download.content[:3] == b"\xff\xd8\xff"
         assert decode(download.content).format == "JPEG"
     assert xai_emulator.images_billed == 2
+
+
+def test_default_model_is_quality_and_pro_is_its_alias(xai_emulator: XaiEmulator) -> None:
+    default = generate(xai_emulator).json()
+    pro = generate(xai_emulator, model="grok-imagine-image-pro").json()
+
+    assert default["model"] == pro["model"] == "grok-imagine-image-quality"
+    assert default["usage"]["cost_in_usd_ticks"] == pro["usage"]["cost_in_usd_ticks"] == QUALITY_PRICE
+    assert xai_emulator.cost_usd_ticks == 2 * QUALITY_PRICE
+
+
+@pytest.mark.parametrize(
+    ("body", "price"),
+    [
+        ({}, 500_000_000),
+        ({"quality": "low"}, 200_000_000),
+        ({"quality": "low", "resolution": "2k"}, 400_000_000),
+        ({"quality": "medium", "resolution": "1k"}, 500_000_000),
+        ({"resolution": "2k"}, 800_000_000),
+    ],
+)
+def test_model_2_0_bills_by_quality_and_resolution(xai_emulator: XaiEmulator, body: dict[str, Any], price: int) -> None:
+    payload = generate(xai_emulator, model="grok-imagine-image-2.0", n=2, **body).json()
+
+    assert payload["model"] == "grok-imagine-image-2.0"
+    assert payload["usage"]["cost_in_usd_ticks"] == 2 * price
+    assert xai_emulator.cost_usd_ticks == 2 * price
+
+
+def test_other_models_ignore_quality_but_high_is_refused(xai_emulator: XaiEmulator) -> None:
+    low = generate(xai_emulator, model="grok-imagine-image", quality="low", resolution="2k").json()
+    high = [generate(xai_emulator, model=model, quality="high") for model in ("grok-imagine-image", "grok-imagine-image-2.0")]
+
+    assert low["usage"]["cost_in_usd_ticks"] == IMAGINE_PRICE
+    for response in high:
+        assert response.status_code == 400
+        assert "quality" in response.json()["error"]
+        assert response.json()["code"] == INVALID_ARGUMENT
+    assert xai_emulator.images_billed == 1
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [("absent", None), ("empty", ""), ("text", "A detailed rendering of: a lighthouse at dusk")],
+)
+def test_revised_prompt_is_absent_unless_configured(xai_emulator: XaiEmulator, setting: str, expected: str | None) -> None:
+    if setting != "absent":
+        xai_emulator.configure(revised_prompt=setting)
+    item = generate(xai_emulator).json()["data"][0]
+
+    assert item.get("revised_prompt", None) == expected
+    assert ("revised_prompt" in item) == (expected is not None)
 
 
 def test_generate_b64_json_inline_with_and_without_data_uri_prefix(xai_emulator: XaiEmulator) -> None:
@@ -130,7 +172,7 @@ def test_generate_b64_json_inline_with_and_without_data_uri_prefix(xai_emulator:
     assert plain["url"] is None
     assert decode(base64.b64decode(plain["b64_json"], validate=True)).format == "JPEG"
     assert prefixed["b64_json"].startswith("data:image/jpeg;base64,")
-    assert decode_b64_image(prefixed["b64_json"]) == decode_b64_image(plain["b64_json"])
+    assert b64_bytes(prefixed["b64_json"]) == b64_bytes(plain["b64_json"])
 
 
 @pytest.mark.parametrize(
@@ -165,25 +207,22 @@ def test_content_is_deterministic_and_differs_per_prompt_and_index(xai_emulator:
     assert set(first).isdisjoint(other)
 
 
-def test_model_alias_is_resolved_and_priced(xai_emulator: XaiEmulator) -> None:
-    payload = generate(xai_emulator, model="grok-2-image-1212").json()
-    models = {model["id"]: model for model in call(xai_emulator, "GET", "image-generation-models").json()["models"]}
-
-    assert payload["model"] == "grok-2-image"
-    assert payload["usage"]["cost_in_usd_ticks"] == models["grok-2-image"]["image_price"]
-
-
 @pytest.mark.parametrize(
     ("body", "status", "mentions"),
     [
         ({"n": 11}, 422, "n"),
+        ({"n": 0}, 422, "n"),
         ({"n": "2"}, 422, "n"),
         ({"aspect_ratio": "5:4"}, 422, "aspect_ratio"),
         ({"resolution": "4k"}, 422, "resolution"),
+        ({"quality": "high"}, 400, "quality"),
+        ({"quality": 1}, 422, "quality"),
         ({"response_format": "png"}, 422, "response_format"),
         ({"size": "1024x1024"}, 422, "size"),
+        ({"style": "vivid"}, 422, "style"),
         ({"prompt": "   "}, 422, "prompt"),
         ({"model": "grok-nope"}, 404, "grok-nope"),
+        ({"model": "grok-2-image"}, 404, "grok-2-image"),
     ],
 )
 def test_invalid_generate_requests_are_rejected(
@@ -193,8 +232,6 @@ def test_invalid_generate_requests_are_rejected(
 
     assert response.status_code == status
     assert mentions in response.json()["error"]
-    if status == 422:
-        assert response.json()["code"] == INVALID_ARGUMENT
     assert xai_emulator.images_billed == 0
 
 
@@ -215,9 +252,9 @@ def test_moderated_prompt_yields_filtered_images_that_are_not_billed(xai_emulato
     xai_emulator.configure(moderation_style="block_reason")
     blocked = generate(xai_emulator, prompt=f"something {MODERATION_MARKER}").json()
 
+    assert per_image["block_reason"] is None
     assert [item["respect_moderation"] for item in per_image["data"]] == [False, False]
     assert all(item["url"] is None and item["b64_json"] is None for item in per_image["data"])
-    assert all(image.filtered for image in parse_image_response(per_image, "m").images)
     assert blocked["block_reason"]
     assert blocked["data"] == []
     assert per_image["usage"]["cost_in_usd_ticks"] == blocked["usage"]["cost_in_usd_ticks"] == 0
@@ -228,45 +265,110 @@ def test_moderated_prompt_yields_filtered_images_that_are_not_billed(xai_emulato
 
 
 def test_edit_with_one_data_uri_keeps_the_source_aspect_and_bills_the_input(xai_emulator: XaiEmulator) -> None:
-    body = {"prompt": "make it snow", "image": {"type": "image_url", "url": data_uri(300, 100)}}
-    response = call(
-        xai_emulator, "POST", "images/edits", {**body, "aspect_ratio": "9:16", "response_format": "b64_json"}
+    source = {"type": "image_url", "url": data_uri(300, 100)}
+    response = edit(
+        xai_emulator, model="grok-imagine-image", image=source, aspect_ratio="9:16", response_format="b64_json"
     )
     payload = response.json()
 
     assert response.status_code == 200
     assert decode(base64.b64decode(payload["data"][0]["b64_json"])).size == (1024, 341)
-    assert payload["usage"]["cost_in_usd_ticks"] == FALLBACK_PRICE_USD_TICKS_PER_IMAGE + INPUT_IMAGE_PRICE_USD_TICKS
+    assert payload["usage"]["cost_in_usd_ticks"] == IMAGINE_PRICE + INPUT_PRICE
 
 
 def test_multi_image_edit_uses_aspect_ratio_and_bills_each_input(xai_emulator: XaiEmulator) -> None:
     sources = [
         {"type": "image_url", "url": data_uri(50, 50, "JPEG")},
-        {"type": "image_url", "url": "https://example.com/cat.png"},
+        {"url": "https://example.com/cat.png"},
+        {"url": data_uri(20, 10, "WEBP")},
     ]
-    body = {"prompt": "combine", "images": sources, "aspect_ratio": "2:1", "response_format": "b64_json"}
-    payload = call(xai_emulator, "POST", "images/edits", body).json()
+    payload = edit(
+        xai_emulator, model="grok-imagine-image", images=sources, aspect_ratio="2:1", response_format="b64_json"
+    ).json()
 
     assert decode(base64.b64decode(payload["data"][0]["b64_json"])).size == (1024, 512)
-    assert payload["usage"]["cost_in_usd_ticks"] == FALLBACK_PRICE_USD_TICKS_PER_IMAGE + 2 * INPUT_IMAGE_PRICE_USD_TICKS
+    assert payload["usage"]["cost_in_usd_ticks"] == IMAGINE_PRICE + 3 * INPUT_PRICE
+
+
+def test_edit_source_may_be_an_uploaded_file(xai_emulator: XaiEmulator) -> None:
+    png = upload(xai_emulator, image_bytes(100, 300), filename="source.png", purpose="image").json()["id"]
+    text = upload(xai_emulator, b"not an image", filename="notes.txt").json()["id"]
+    by_file = edit(xai_emulator, image={"file_id": png}, response_format="b64_json")
+    by_file_typed = edit(xai_emulator, images=[{"file_id": png}, {"type": "image_url", "file_id": png}])
+    not_an_image = edit(xai_emulator, images=[{"file_id": png}, {"file_id": text}])
+    unknown = edit(xai_emulator, image={"file_id": "file_nope"})
+
+    assert by_file.status_code == 200
+    assert decode(b64_bytes(by_file.json()["data"][0]["b64_json"])).size == (341, 1024)
+    assert by_file.json()["usage"]["cost_in_usd_ticks"] == QUALITY_PRICE + INPUT_PRICE
+    assert by_file_typed.status_code == 200
+    assert not_an_image.status_code == 400
+    assert "images.1" in not_an_image.json()["error"]
+    assert unknown.status_code == 404
+    assert "file_nope" in unknown.json()["error"]
+    assert xai_emulator.images_billed == 2
+
+
+def test_edits_of_different_sources_differ(xai_emulator: XaiEmulator) -> None:
+    def edited(source: str) -> bytes:
+        payload = edit(xai_emulator, image={"url": source}, response_format="b64_json").json()
+        return b64_bytes(payload["data"][0]["b64_json"])
+
+    assert edited(data_uri(64, 64)) != edited(data_uri(64, 64, "JPEG"))
 
 
 @pytest.mark.parametrize(
     "sources",
     [
-        {"image": {"type": "image_url", "url": "data:image/png;base64," + base64.b64encode(b"not an image").decode()}},
-        {"image": {"type": "image_url", "url": "data:image/png;base64,@@@"}},
+        {"image": "https://example.com/a.png"},
+        {"images": ["https://example.com/a.png"]},
         {"image": {"type": "image_url", "url": "ftp://example.com/a.png"}},
-        {"images": [{"type": "image_url", "url": "https://example.com/a.png"}] * 4},
-        {"image": {"type": "image_url", "url": "https://example.com/a.png"}, "images": []},
+        {"image": {"type": "input_image", "url": "https://example.com/a.png"}},
+        {"image": {"image_url": "https://example.com/a.png"}},
+        {"image": {"type": "image_url"}},
+        {"image": {"url": "https://example.com/a.png", "file_id": "file_x"}},
+        {"images": [{"url": "https://example.com/a.png"}] * 4},
+        {"image": {"url": "https://example.com/a.png"}, "images": []},
         {},
     ],
 )
-def test_invalid_edit_sources_are_422(xai_emulator: XaiEmulator, sources: dict[str, Any]) -> None:
+def test_malformed_edit_sources_are_422(xai_emulator: XaiEmulator, sources: dict[str, Any]) -> None:
     response = call(xai_emulator, "POST", "images/edits", {"prompt": "edit", **sources})
 
     assert response.status_code == 422
     assert response.json()["code"] == INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize(
+    ("sources", "named"),
+    [
+        ({"image": {"url": "data:image/png;base64," + base64.b64encode(b"not an image").decode()}}, "image"),
+        ({"image": {"url": "data:image/png;base64,@@@"}}, "image"),
+        ({"image": {"url": data_uri(8, 8, "GIF")}}, "image"),
+        ({"images": [{"url": data_uri(8, 8)}, {"url": data_uri(8, 8, "BMP")}]}, "images.1"),
+    ],
+)
+def test_source_images_xai_cannot_take_are_400_naming_the_source(
+    xai_emulator: XaiEmulator, sources: dict[str, Any], named: str
+) -> None:
+    response = call(xai_emulator, "POST", "images/edits", {"prompt": "edit", **sources})
+
+    assert response.status_code == 400
+    assert response.json()["error"].startswith(f"{named}:")
+    assert xai_emulator.images_billed == 0
+
+
+def test_source_images_over_10_mib_are_400(xai_emulator: XaiEmulator) -> None:
+    def padded_png(total: int) -> str:
+        png = image_bytes(8, 8)
+        return "data:image/png;base64," + base64.b64encode(png + b"\0" * (total - len(png))).decode()
+
+    at_limit = edit(xai_emulator, image={"url": padded_png(10 * 1024 * 1024)})
+    over = edit(xai_emulator, image={"url": padded_png(10 * 1024 * 1024 + 1)})
+
+    assert at_limit.status_code == 200
+    assert over.status_code == 400
+    assert over.json()["error"].startswith("image:")
 
 
 # Faults ----------------------------------------------------------------------------------------
@@ -295,6 +397,20 @@ def test_latency_is_per_request_not_serialised(xai_emulator: XaiEmulator) -> Non
 
     assert statuses == [200] * 16
     assert elapsed < 2.0  # 16 x 0.5 s would take 8 s if serialised
+
+
+def test_a_generation_is_billed_even_when_the_client_timed_out(xai_emulator: XaiEmulator) -> None:
+    xai_emulator.configure(latency=0.4)
+    with pytest.raises(requests.ReadTimeout):
+        requests.post(
+            f"{xai_emulator.base_url}/images/generations",
+            json={"prompt": "slow", "n": 2},
+            headers={"Authorization": f"Bearer {xai_emulator.api_key}"},
+            timeout=0.1,
+        )
+    time.sleep(0.6)
+
+    assert xai_emulator.images_billed == 2
 
 
 def test_status_script_answers_the_next_calls_in_order(xai_emulator: XaiEmulator) -> None:
@@ -340,13 +456,63 @@ def test_invalid_json_fault_sends_200_with_a_non_json_body(xai_emulator: XaiEmul
     assert after.json()["data"]
 
 
-def test_truncated_image_download_is_cut_short(xai_emulator: XaiEmulator) -> None:
+def test_truncated_image_download_is_cut_short_of_its_length(xai_emulator: XaiEmulator) -> None:
     url = generate(xai_emulator).json()["data"][0]["url"]
     xai_emulator.configure(truncated_images=1)
 
     with pytest.raises(requests.exceptions.ChunkedEncodingError):
         requests.get(url, timeout=10)
     assert decode(requests.get(url, timeout=10).content).format == "JPEG"
+
+
+def test_truncated_image_without_length_just_ends_early(xai_emulator: XaiEmulator) -> None:
+    url = generate(xai_emulator).json()["data"][0]["url"]
+    full = requests.get(url, timeout=10)
+    xai_emulator.configure(truncated_images_no_length=1)
+    cut = requests.get(url, timeout=10)
+    after = requests.get(url, timeout=10)
+
+    assert full.headers["Content-Length"] == str(len(full.content))
+    assert cut.status_code == 200
+    assert "Content-Length" not in cut.headers
+    assert cut.content == full.content[: len(full.content) // 2]
+    with pytest.raises(OSError):
+        decode(cut.content)
+    assert after.content == full.content
+    assert xai_emulator.config.truncated_images_no_length == 0
+
+
+def test_truncated_b64_sends_half_of_each_inline_image(xai_emulator: XaiEmulator) -> None:
+    def images(**body: Any) -> list[bytes]:
+        payload = generate(xai_emulator, prompt="a kite", n=2, **body).json()
+        return [b64_bytes(item["b64_json"]) for item in payload["data"]]
+
+    whole = images(response_format="b64_json")
+    xai_emulator.configure(truncated_b64=1)
+    by_url = generate(xai_emulator, prompt="a kite").json()  # does not use the fault up
+    cut = images(response_format="b64_json")
+    again = images(response_format="b64_json")
+
+    assert by_url["data"][0]["url"]
+    assert cut == [image[: len(image) // 2] for image in whole]
+    assert again == whole
+    assert xai_emulator.images_billed == 7
+
+
+def test_empty_responses_answer_200_with_no_data_and_bill_nothing(xai_emulator: XaiEmulator) -> None:
+    xai_emulator.configure(empty_responses=2)
+    empty_generation = generate(xai_emulator, n=3)
+    empty_edit = edit(xai_emulator, image={"url": data_uri(10, 10)})
+    after = generate(xai_emulator)
+
+    for response in (empty_generation, empty_edit):
+        assert response.status_code == 200
+        assert response.json()["data"] == []
+        assert response.json()["block_reason"] is None
+        assert response.json()["usage"]["cost_in_usd_ticks"] == 0
+    assert len(after.json()["data"]) == 1
+    assert xai_emulator.images_billed == 1
+    assert xai_emulator.cost_usd_ticks == QUALITY_PRICE
 
 
 def test_slow_image_download_is_paced(xai_emulator: XaiEmulator) -> None:
@@ -367,7 +533,6 @@ def test_png_image_format(xai_emulator: XaiEmulator) -> None:
 
     assert item["mime_type"] == "image/png"
     assert item["url"].endswith(".png")
-    assert download.content.startswith(b"\x89PNG")
     assert decode(download.content).format == "PNG"
 
 
@@ -408,206 +573,14 @@ def test_unknown_fault_fields_and_bad_values_are_rejected() -> None:
     with pytest.raises(ValueError, match="no_such_setting"):
         XaiEmulator(no_such_setting=1)
     emulator = XaiEmulator()
+    with pytest.raises(ValueError, match="results_shape"):
+        emulator.configure(results_shape="results")
     with pytest.raises(ValueError, match="status_script"):
         emulator.configure(status_script=[200])
     with pytest.raises(ValueError, match="latency"):
         emulator.configure(latency=(2, 1))
-
-
-# Batches ---------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def batches(xai_emulator: XaiEmulator) -> XaiEmulator:
-    """An emulator whose batch requests complete fast and which allows many batch creations."""
-    xai_emulator.configure(batch_seconds=0.05, batch_create_per_second=None)
-    return xai_emulator
-
-
-def create_batch(emulator: XaiEmulator, name: str = "nightly") -> str:
-    response = call(emulator, "POST", "batches", {"name": name})
-    assert response.status_code == 200, response.text
-    return str(response.json()["batch_id"])
-
-
-def add(emulator: XaiEmulator, batch_id: str, *entries: dict[str, Any]) -> requests.Response:
-    return call(emulator, "POST", f"batches/{batch_id}/requests", {"batch_requests": list(entries)})
-
-
-def all_results(emulator: XaiEmulator, batch_id: str, page_size: int) -> tuple[list[dict[str, Any]], int]:
-    pages, token = [], None
-    while True:
-        params = {"page_size": page_size, **({"pagination_token": token} if token else {})}
-        page = call(emulator, "GET", f"batches/{batch_id}/results", params=params).json()
-        pages.append(page)
-        token = page.get("pagination_token")
-        if not token:
-            return pages, len(pages)
-
-
-@pytest.mark.parametrize("shape", ["results", "succeeded_failed"])
-def test_batch_lifecycle_with_paged_results(batches: XaiEmulator, shape: str) -> None:
-    batches.configure(results_shape=shape)
-    batch_id = create_batch(batches)
-    entries = [batch_entry(f"req-{number}", f"prompt {number}") for number in range(4)]
-    entries.append(batch_entry("req-fail", f"prompt {BATCH_FAILURE_MARKER}"))
-    entries.append(batch_entry("req-b64", "inline", n=2, response_format="b64_json"))
-
-    added = add(batches, batch_id, *entries)
-    pending = call(batches, "GET", f"batches/{batch_id}").json()
-    done = wait_until_done(batches, batch_id)
-    pages, page_count = all_results(batches, batch_id, page_size=2)
-
-    assert added.status_code == 200
-    assert pending["state"]["num_requests"] == 6
-    assert pending["state"]["num_pending"] == 6
-    assert done["state"] == {"num_requests": 6, "num_pending": 0, "num_success": 5, "num_error": 1, "num_cancelled": 0}
-    assert page_count == 3
-    assert all(shape in page or "succeeded" in page for page in pages)
-    results = {result.batch_request_id: result for page in pages for result in parse_batch_results_page(page, "m")[0]}
-    assert set(results) == {entry["batch_request_id"] for entry in entries}
-    assert results["req-fail"].error == "Image generation failed (emulated failure)."
-    assert results["req-fail"].result is None
-    assert [decode(image.data or b"").format for image in results["req-b64"].result.images] == ["JPEG", "JPEG"]
-    url = results["req-0"].result.images[0].url
-    assert decode(requests.get(url, timeout=10).content).format == "JPEG"
-    expected_cost = round(6 * FALLBACK_PRICE_USD_TICKS_PER_IMAGE * BATCH_PRICE_FACTOR)
-    assert done["cost_breakdown"]["total_cost_usd_ticks"] == expected_cost
-    assert sum(result.result.cost_usd_ticks for result in results.values() if result.result) == expected_cost
-
-
-def test_batch_images_are_billed_exactly_once(batches: XaiEmulator) -> None:
-    batch_id = create_batch(batches)
-    add(batches, batch_id, batch_entry("a", "one", n=3), batch_entry("b", f"two {MODERATION_MARKER}"))
-    time.sleep(0.1)
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda _: call(batches, "GET", f"batches/{batch_id}/results"), range(8)))
-    wait_until_done(batches, batch_id)
-
-    assert batches.images_billed == 3
-    assert batches.stats()["images_billed"] == 3
-
-
-def test_batch_requests_stay_pending_until_batch_seconds(batches: XaiEmulator) -> None:
-    batches.configure(batch_seconds=0.4)
-    batch_id = create_batch(batches)
-    add(batches, batch_id, batch_entry("a", "one"))
-    early = call(batches, "GET", f"batches/{batch_id}/results").json()
-    time.sleep(0.45)
-    late = call(batches, "GET", f"batches/{batch_id}/results").json()
-
-    assert early["results"] == []
-    assert "pagination_token" not in early
-    assert [item["batch_request_id"] for item in late["results"]] == ["a"]
-
-
-def test_duplicate_request_ids_are_400(batches: XaiEmulator) -> None:
-    batch_id = create_batch(batches)
-    same_call = add(batches, batch_id, batch_entry("x", "one"), batch_entry("x", "two"))
-    first = add(batches, batch_id, batch_entry("y", "one"))
-    again = add(batches, batch_id, batch_entry("y", "two"))
-
-    assert same_call.status_code == 400
-    assert first.status_code == 200
-    assert again.status_code == 400
-    assert "y" in again.json()["error"]
-    assert call(batches, "GET", f"batches/{batch_id}").json()["state"]["num_requests"] == 1
-
-
-@pytest.mark.parametrize(
-    "entry",
-    [
-        batch_entry("a", ""),
-        batch_entry("a", "ok", n=0),
-        {"batch_request_id": "a", "batch_request": {"chat_get_completion": {"prompt": "x"}}},
-        {"batch_request_id": "", "batch_request": {BATCH_REQUEST_KIND: {"prompt": "x"}}},
-    ],
-)
-def test_invalid_batch_requests_are_422_and_nothing_is_added(batches: XaiEmulator, entry: dict[str, Any]) -> None:
-    batch_id = create_batch(batches)
-    response = add(batches, batch_id, batch_entry("good", "fine"), entry)
-
-    assert response.status_code == 422
-    assert call(batches, "GET", f"batches/{batch_id}").json()["state"]["num_requests"] == 0
-
-
-def test_unknown_batch_is_404_everywhere(batches: XaiEmulator) -> None:
-    responses = [
-        call(batches, "GET", "batches/batch_nope"),
-        call(batches, "GET", "batches/batch_nope/results"),
-        call(batches, "POST", "batches/batch_nope:cancel"),
-        add(batches, "batch_nope", batch_entry("a", "x")),
-    ]
-
-    assert [response.status_code for response in responses] == [404] * 4
-
-
-def test_cancel_cancels_pending_requests_and_closes_the_batch(batches: XaiEmulator) -> None:
-    batches.configure(batch_seconds=60)
-    batch_id = create_batch(batches)
-    add(batches, batch_id, batch_entry("a", "one"), batch_entry("b", "two"))
-    cancelled = call(batches, "POST", f"batches/{batch_id}:cancel")
-    late_add = add(batches, batch_id, batch_entry("c", "three"))
-
-    assert cancelled.status_code == 200
-    assert cancelled.json()["cancel_time"]
-    assert cancelled.json()["state"]["num_cancelled"] == 2
-    assert cancelled.json()["state"]["num_pending"] == 0
-    assert late_add.status_code == 400
-    assert batches.images_billed == 0
-
-
-def test_expire_batch_marks_it_cancelled_by_xai(batches: XaiEmulator) -> None:
-    batches.configure(batch_seconds=60)
-    first, second = create_batch(batches), create_batch(batches)
-    add(batches, first, batch_entry("a", "one"))
-    add(batches, second, batch_entry("a", "one"))
-    expired = batches.expire_batch(first)
-    by_control = requests.post(
-        f"{batches.url}/_emulator/batches/{second}:expire", json={"message": "Ran out of time"}, timeout=10
-    ).json()
-
-    assert expired["cancel_by_xai_message"] == "Batch expired"
-    assert expired["state"]["num_cancelled"] == 1
-    assert by_control["cancel_by_xai_message"] == "Ran out of time"
-    assert call(batches, "GET", f"batches/{second}").json()["cancel_time"]
-
-
-def test_batch_creation_is_limited_per_second(xai_emulator: XaiEmulator) -> None:
-    first = call(xai_emulator, "POST", "batches", {"name": "a"})
-    second = call(xai_emulator, "POST", "batches", {"name": "b"})
-    missing_name = call(xai_emulator, "POST", "batches", {})
-
-    assert first.status_code == 200
-    assert second.status_code == 429
-    assert second.headers["Retry-After"] == "1"
-    assert missing_name.status_code == 422
-
-
-def test_add_calls_are_limited_in_size_and_pace(batches: XaiEmulator) -> None:
-    batch_id = create_batch(batches)
-    batches.configure(batch_add_max_bytes=500, batch_add_max_calls=2, batch_add_window_seconds=30)
-    too_big = add(batches, batch_id, batch_entry("big", "x" * 600))
-    ok = [add(batches, batch_id, batch_entry(f"r{number}", "x")) for number in range(2)]
-    over_pace = add(batches, batch_id, batch_entry("r2", "x"))
-
-    assert too_big.status_code == 413
-    assert [response.status_code for response in ok] == [200, 200]
-    assert over_pace.status_code == 429
-    assert 1 <= int(over_pace.headers["Retry-After"]) <= 30
-
-
-def test_batches_are_listed_with_pagination(batches: XaiEmulator) -> None:
-    ids = [create_batch(batches, f"b{number}") for number in range(3)]
-    first = call(batches, "GET", "batches", params={"page_size": 2}).json()
-    second = call(batches, "GET", "batches", params={"page_size": 2, "pagination_token": first["pagination_token"]})
-    bad_token = call(batches, "GET", "batches", params={"pagination_token": "garbage"})
-    bad_size = call(batches, "GET", "batches", params={"page_size": "0"})
-
-    assert [batch["batch_id"] for batch in first["batches"] + second.json()["batches"]] == ids
-    assert "pagination_token" not in second.json()
-    assert bad_token.status_code == 400
-    assert bad_size.status_code == 422
+    with pytest.raises(ValueError, match="batch_error_shape"):
+        emulator.configure(batch_error_shape="succeeded_failed")
 
 
 # Controls, log, server ---------------------------------------------------------------------------
@@ -616,9 +589,10 @@ def test_batches_are_listed_with_pagination(batches: XaiEmulator) -> None:
 def test_control_endpoints_configure_inspect_and_reset(xai_emulator: XaiEmulator) -> None:
     control = f"{xai_emulator.url}/_emulator"
     configured = requests.post(f"{control}/config", json={"status_script": [503], "image_ttl": 5}, timeout=10)
-    invalid = requests.post(f"{control}/config", json={"results_shape": "sideways"}, timeout=10)
+    invalid = requests.post(f"{control}/config", json={"revised_prompt": "invented"}, timeout=10)
     unavailable = generate(xai_emulator)
     generate(xai_emulator, n=3)
+    upload(xai_emulator, b"{}\n")
     stats = requests.get(f"{control}/stats", timeout=10).json()
     reset = requests.post(f"{control}/reset", timeout=10)
     after = requests.get(f"{control}/stats", timeout=10).json()
@@ -629,14 +603,19 @@ def test_control_endpoints_configure_inspect_and_reset(xai_emulator: XaiEmulator
     assert unavailable.status_code == 503
     assert stats == {
         "images_billed": 3,
-        "cost_usd_ticks": 3 * FALLBACK_PRICE_USD_TICKS_PER_IMAGE,
-        "requests": 2,
+        "cost_usd_ticks": 3 * QUALITY_PRICE,
+        "requests": 3,
+        "files_uploaded": 1,
         "batches_created": 0,
         "temporary_images": 3,
     }
     assert reset.status_code == 200
-    assert after["images_billed"] == after["requests"] == 0
+    assert after["images_billed"] == after["requests"] == after["files_uploaded"] == 0
     assert config["image_ttl"] == 3600.0
+    assert config["revised_prompt"] == "absent"
+    assert config["batch_error_shape"] == "mixed"
+    assert config["expire_time_format"] == "date"
+    assert config["batch_validation_seconds"] == 0.2
 
 
 def test_expire_images_control_endpoint(xai_emulator: XaiEmulator) -> None:
@@ -650,18 +629,18 @@ def test_request_log_records_calls_without_the_key(xai_emulator: XaiEmulator) ->
     generate(xai_emulator, n=1)
     big = {"prompt": "edit", "image": {"type": "image_url", "url": "data:image/png;base64," + "A" * 70_000}}
     call(xai_emulator, "POST", "images/edits", big)
-    call(xai_emulator, "GET", "batches", params={"page_size": 5})
+    call(xai_emulator, "GET", "batches", params={"limit": 5})
     log = xai_emulator.requests_log
 
     assert [(record.method, record.path, record.status) for record in log] == [
         ("POST", "/v1/images/generations", 200),
-        ("POST", "/v1/images/edits", 422),
+        ("POST", "/v1/images/edits", 400),
         ("GET", "/v1/batches", 200),
     ]
     assert log[0].json == {"prompt": "a lighthouse at dusk", "n": 1}
     assert log[1].json is None
     assert log[1].body_size > 70_000
-    assert log[2].query == "page_size=5"
+    assert log[2].query == "limit=5"
     assert log[0].time <= log[1].time <= log[2].time
     assert xai_emulator.api_key not in repr(log)
 
@@ -687,7 +666,17 @@ def test_emulator_stops_and_refuses_connections() -> None:
 
 def test_cli_serves_until_terminated() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "airflow_provider_xai_image.testing", "--port", "0", "--api-key", "xai-cli-key"],
+        [
+            sys.executable,
+            "-m",
+            "airflow_provider_xai_image.testing",
+            "--port",
+            "0",
+            "--api-key",
+            "xai-cli-key",
+            "--batch-validation-seconds",
+            "0.5",
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -697,9 +686,12 @@ def test_cli_serves_until_terminated() -> None:
         response = requests.get(
             f"{lines['XAI_BASE_URL']}/api-key", headers={"Authorization": "Bearer xai-cli-key"}, timeout=10
         )
+        root = lines["XAI_BASE_URL"].removesuffix("/v1")
+        config = requests.get(f"{root}/_emulator/config", timeout=10).json()
         assert lines["XAI_API_KEY"] == "xai-cli-key"
         assert json.loads(lines["AIRFLOW_CONN_XAI_DEFAULT"])["host"] == lines["XAI_BASE_URL"]
         assert response.status_code == 200
+        assert config["batch_validation_seconds"] == 0.5
     finally:
         process.terminate()
         assert process.wait(timeout=10) == 0

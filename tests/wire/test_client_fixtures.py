@@ -137,11 +137,14 @@ def test_results_page_mixing_success_and_every_error_shape() -> None:
     by_id = {result.batch_request_id: result for result in results}
     assert token == "next/page"
     success = by_id["image-1"]
-    assert success.error is None and success.unreadable is None  # {"code": 0, "message": ""} is no error
-    assert success.result is not None and success.result.cost_usd_ticks == 42
+    assert success.error is None
+    assert success.unreadable is None
+    assert success.result is not None
+    assert success.result.cost_usd_ticks == 42
     assert by_id["failed"].error == "Invalid request. (code 3)"
     assert by_id["cancelled"].error == "Cancelled. (code 1)"
-    assert by_id["string-error"].error and by_id["string-error"].result is None
+    assert by_id["string-error"].error
+    assert by_id["string-error"].result is None
     assert all(result.unreadable is None for result in results)
 
 
