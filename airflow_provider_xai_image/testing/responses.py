@@ -1,5 +1,11 @@
 """The emulator's WSGI app: xAI's routes under ``/v1``, temporary images, and ``/_emulator`` controls.
 
+Routes: ``POST /v1/images/generations`` and ``/v1/images/edits``, ``GET /v1/image-generation-models[/{id}]``,
+``GET /v1/api-key``, ``POST /v1/files`` (multipart), ``POST``/``GET /v1/batches``, ``GET /v1/batches/{id}``,
+``POST /v1/batches/{id}/requests``, ``GET /v1/batches/{id}/results``, ``POST /v1/batches/{id}:cancel``;
+``GET /tmp-images/{name}``; ``/_emulator/reset``, ``config``, ``stats``, ``expire-images`` and
+``batches/{id}:expire`` / ``:refuse``.
+
 Every ``/v1`` call goes through the same steps: configured latency, then the next queued fault
 (dropped connection, scripted status, non-JSON body), then the API key, then the handler. Temporary
 images are served without auth; control endpoints (like moto's ``/moto-api/``) need no key either.

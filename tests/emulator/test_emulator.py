@@ -141,7 +141,10 @@ def test_model_2_0_bills_by_quality_and_resolution(xai_emulator: XaiEmulator, bo
 
 def test_other_models_ignore_quality_but_high_is_refused(xai_emulator: XaiEmulator) -> None:
     low = generate(xai_emulator, model="grok-imagine-image", quality="low", resolution="2k").json()
-    high = [generate(xai_emulator, model=model, quality="high") for model in ("grok-imagine-image", "grok-imagine-image-2.0")]
+    high = [
+        generate(xai_emulator, model=model, quality="high")
+        for model in ("grok-imagine-image", "grok-imagine-image-2.0")
+    ]
 
     assert low["usage"]["cost_in_usd_ticks"] == IMAGINE_PRICE
     for response in high:
@@ -155,7 +158,9 @@ def test_other_models_ignore_quality_but_high_is_refused(xai_emulator: XaiEmulat
     ("setting", "expected"),
     [("absent", None), ("empty", ""), ("text", "A detailed rendering of: a lighthouse at dusk")],
 )
-def test_revised_prompt_is_absent_unless_configured(xai_emulator: XaiEmulator, setting: str, expected: str | None) -> None:
+def test_revised_prompt_is_absent_unless_configured(
+    xai_emulator: XaiEmulator, setting: str, expected: str | None
+) -> None:
     if setting != "absent":
         xai_emulator.configure(revised_prompt=setting)
     item = generate(xai_emulator).json()["data"][0]
@@ -476,7 +481,7 @@ def test_truncated_image_without_length_just_ends_early(xai_emulator: XaiEmulato
     assert cut.status_code == 200
     assert "Content-Length" not in cut.headers
     assert cut.content == full.content[: len(full.content) // 2]
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match=r"(?i)truncated"):
         decode(cut.content)
     assert after.content == full.content
     assert xai_emulator.config.truncated_images_no_length == 0

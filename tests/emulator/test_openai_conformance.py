@@ -30,7 +30,7 @@ def test_sdk_generates_b64_images(client: OpenAI) -> None:
     for item in response.data:
         assert item.b64_json is not None
         assert Image.open(io.BytesIO(base64.b64decode(item.b64_json))).format == "JPEG"
-        assert item.revised_prompt == "A detailed rendering of: a lighthouse"
+        assert item.revised_prompt is None  # not populated since revision 2
 
 
 def test_sdk_generates_url_images(client: OpenAI) -> None:
@@ -54,6 +54,32 @@ def test_sdk_passes_aspect_ratio_through_extra_body(client: OpenAI, xai_emulator
     assert response.data[0].b64_json is not None
     assert Image.open(io.BytesIO(base64.b64decode(response.data[0].b64_json))).size == (1024, 576)
     assert xai_emulator.requests_log[-1].json["aspect_ratio"] == "16:9"
+
+
+def test_sdk_reads_a_configured_revised_prompt(client: OpenAI, xai_emulator: XaiEmulator) -> None:
+    xai_emulator.configure(revised_prompt="empty")
+    response = client.images.generate(model="grok-imagine-image", prompt="a lighthouse")
+
+    assert response.data is not None
+    assert response.data[0].revised_prompt == ""
+
+
+def test_sdk_uploads_a_batch_input_file(client: OpenAI, xai_emulator: XaiEmulator) -> None:
+    content = b'{"custom_id": "a", "method": "POST", "url": "/v1/images/generations", "body": {"prompt": "x"}}\n'
+    uploaded = client.files.create(file=("batch.jsonl", content), purpose="batch")
+    created = requests.post(
+        f"{xai_emulator.base_url}/batches",
+        json={"name": "sdk", "input_file_id": uploaded.id},
+        headers={"Authorization": f"Bearer {xai_emulator.api_key}"},
+        timeout=10,
+    )
+
+    assert uploaded.id.startswith("file_")
+    assert uploaded.bytes == len(content)
+    assert uploaded.filename == "batch.jsonl"
+    assert uploaded.purpose == "batch"
+    assert created.status_code == 200
+    assert created.json()["state"]["num_requests"] == 0  # still validating when created
 
 
 def test_sdk_sees_the_wrong_key_as_an_authentication_error(xai_emulator: XaiEmulator) -> None:
