@@ -90,6 +90,8 @@ class XaiPossiblyBilledError(XaiServerError):
     def __init__(self, method: str, path: str, status: int | None, detail: str, maybe_processed: bool = True):
         super().__init__(method, path, status, f"{detail}; the request may have been billed", maybe_processed)
         self.detail = detail
+        #: How many times the request was sent with this outcome (``max_ambiguous_retries`` + 1 at most).
+        self.attempts = 1
 
 
 class XaiRequestValidationError(XaiPermanentError, ValueError):

@@ -92,15 +92,16 @@ class GenerationRun:
         if not isinstance(error, XaiPossiblyBilledError):
             self.budget.settle(estimate, 0)
             return
+        possibly_billed = estimate * error.attempts
         with suppress(XaiBudgetExceededError):  # the request's own error is what the task reports
-            self.budget.settle(estimate, estimate)
+            self.budget.settle(estimate, possibly_billed)
         self.store.add_record(
             RequestRecord(
                 prompt_index=index,
                 prompt=request.prompt,
                 model=request.model,
                 fingerprint=self.fingerprints[index],
-                possibly_billed_usd_ticks=estimate,
+                possibly_billed_usd_ticks=possibly_billed,
                 error=str(error),
             )
         )

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import fsspec
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from airflow_provider_xai_image.exceptions import XaiRequestValidationError
 from airflow_provider_xai_image.models import MAX_IMAGES_PER_REQUEST, MAX_SOURCE_IMAGES
@@ -48,7 +48,13 @@ def _check_storage_uri(uri: str, *, sources: bool = False) -> str:
     return uri
 
 
-Prompt = Annotated[str, Field(min_length=1, pattern=r"\S")]
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must be a non-blank string")
+    return value
+
+
+Prompt = Annotated[str, AfterValidator(_not_blank)]
 Prompts = Annotated[list[Prompt], BeforeValidator(_one_or_list), Field(min_length=1)]
 SourceImages = Annotated[list[str], BeforeValidator(_one_or_list), Field(min_length=1, max_length=MAX_SOURCE_IMAGES)]
 ImagesPerPrompt = Annotated[int, BeforeValidator(_templated_int), Field(ge=1, le=MAX_IMAGES_PER_REQUEST)]

@@ -53,6 +53,7 @@ class retry_transient_unless_billed(tenacity.retry_base):
             return False
         if isinstance(error, XaiPossiblyBilledError):
             self.ambiguous += 1
+            error.attempts = self.ambiguous  # each of them may have been billed
             return self.ambiguous <= self.max_ambiguous_retries
         return True
 

@@ -133,7 +133,7 @@ def transport_failure(method: str, path: str, error: Exception, *, paid: bool) -
         unsent = isinstance(error, requests.ConnectTimeout) or isinstance(reason, urllib3.exceptions.NewConnectionError)
     else:
         unsent = isinstance(error, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
-    what = "no connection could be made" if unsent else "the request may have reached xAI"
+    what = "no connection could be made" if unsent else "the connection broke or timed out after the request was sent"
     return server_error(method, path, None, f"{type(error).__name__} ({what})", maybe_processed=not unsent, paid=paid)
 
 

@@ -33,7 +33,7 @@ def asset_uri(output_uri: str) -> str:
 
 def _with_output_asset(kwargs: dict[str, Any], output_uri: Any) -> dict[str, Any]:
     """``kwargs`` with the output location as outlet, unless outlets are given or the URI is templated."""
-    if "outlets" in kwargs or not isinstance(output_uri, str) or "{{" in output_uri:
+    if "outlets" in kwargs or not isinstance(output_uri, str) or not output_uri or "{{" in output_uri:
         return kwargs
     return {**kwargs, "outlets": [Asset(asset_uri(output_uri))]}
 

@@ -40,6 +40,11 @@ class EmulatorConfig(BaseModel):
         default=0.0,
         description="Seconds added to every /v1 call: a fixed value, or (min, max) for a uniform random delay.",
     )
+    generation_latency: float = Field(
+        default=0.0,
+        ge=0,
+        description="Seconds more for generate/edit calls only (image models are slower than the other calls).",
+    )
     retry_after: int | None = Field(
         default=1, ge=0, description="Retry-After seconds on scripted 429s; None sends no header."
     )

@@ -253,11 +253,15 @@ class EmulatorApp:
 
     def _generate(self, request: Request, payload: Any) -> Response:
         self.backend.check_rate_limit()
-        return self._generation_response(request, self.backend.generate(_validate(GenerateBody, payload)))
+        body = _validate(GenerateBody, payload)
+        time.sleep(self.backend.config.generation_latency)
+        return self._generation_response(request, self.backend.generate(body))
 
     def _edit(self, request: Request, payload: Any) -> Response:
         self.backend.check_rate_limit()
-        return self._generation_response(request, self.backend.generate(_validate(EditBody, payload)))
+        body = _validate(EditBody, payload)
+        time.sleep(self.backend.config.generation_latency)
+        return self._generation_response(request, self.backend.generate(body))
 
     def _list_models(self, request: Request, payload: Any) -> Response:
         return _json_response({"models": [model.to_json() for model in MODELS]})

@@ -1,0 +1,138 @@
+"""A deferrable generation whose trigger Airflow runs twice (triggerer restart, failover) pays once,
+stops when cancelled, and brings its typed error back to the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
+from fault_support import context, generation_posts, images_in, manifest_of
+
+from airflow_provider_xai_image.exceptions import XaiAuthError
+from airflow_provider_xai_image.operators.generate import XaiGenerateImagesOperator
+from airflow_provider_xai_image.testing import XaiEmulator
+from airflow_provider_xai_image.triggers.generate import XaiGenerateImagesTrigger
+
+
+def deferred_trigger(operator: XaiGenerateImagesOperator, ctx: dict[str, Any]) -> XaiGenerateImagesTrigger:
+    """Run ``execute`` up to its deferral; return the trigger as the triggerer would rebuild it."""
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute(ctx)
+    classpath, kwargs = deferred.value.trigger.serialize()
+    module, _, name = classpath.rpartition(".")
+    return getattr(importlib.import_module(module), name)(**kwargs)
+
+
+async def first_event(trigger: XaiGenerateImagesTrigger) -> dict[str, Any]:
+    async for event in trigger.run():
+        return event.payload
+    raise AssertionError("the trigger fired no event")
+
+
+def operator(output_uri: str, **kwargs: Any) -> XaiGenerateImagesOperator:
+    return XaiGenerateImagesOperator(
+        task_id="generate", prompt=["a red kite", "a blue kite"], n=2, output_uri=output_uri, deferrable=True, **kwargs
+    )
+
+
+def test_a_trigger_run_twice_bills_once_and_lists_each_image_once(
+    emulator: XaiEmulator, output_uri: str, out: Path
+) -> None:
+    ctx = context()
+    op = operator(output_uri)
+    trigger = deferred_trigger(op, ctx)
+    _, kwargs = trigger.serialize()
+    first = asyncio.run(first_event(trigger))
+    again = asyncio.run(first_event(type(trigger)(**kwargs)))  # the triggerer restarted: the same row runs again
+    assert first["status"] == again["status"] == "success"
+    assert again["requests"] == 0
+    assert emulator.images_billed == 4
+    assert generation_posts(emulator) == 2
+    uris = op.execute_complete(ctx, again)
+    manifest = manifest_of(ctx)
+    slots = [(image["prompt_index"], image["image_index"]) for image in manifest["images"]]
+    assert sorted(slots) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert len(uris) == len(set(uris)) == 4
+    assert len(images_in(out)) == 4
+
+
+def test_a_trigger_killed_half_way_is_resumed_by_its_second_run(emulator: XaiEmulator, output_uri: str) -> None:
+    emulator.configure(latency=0.4)
+    op = XaiGenerateImagesOperator(
+        task_id="generate",
+        prompt=[f"kite {i}" for i in range(6)],
+        output_uri=output_uri,
+        deferrable=True,
+        max_concurrency=2,
+    )
+    ctx = context()
+    trigger = deferred_trigger(op, ctx)
+    _, kwargs = trigger.serialize()
+
+    async def interrupted() -> None:
+        task = asyncio.create_task(first_event(trigger))
+        await asyncio.sleep(1.0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(interrupted())
+    event = asyncio.run(first_event(type(trigger)(**kwargs)))
+    assert event["status"] == "success"
+    assert 0 < event["requests"] < 6  # what the first run stored is not asked for again
+    time.sleep(0.5)
+    assert emulator.images_billed <= 6 + 2  # at most the two requests in flight at the cancel are paid again
+    assert len(op.execute_complete(ctx, event)) == 6
+
+
+def test_a_cancelled_trigger_sends_no_further_requests_and_fires_no_event(
+    emulator: XaiEmulator, output_uri: str
+) -> None:
+    emulator.configure(latency=0.6)
+    op = XaiGenerateImagesOperator(
+        task_id="generate",
+        prompt=[f"kite {index}" for index in range(8)],
+        output_uri=output_uri,
+        deferrable=True,
+        max_concurrency=2,
+    )
+    trigger = deferred_trigger(op, context())
+    events: list[Any] = []
+
+    async def run_then_cancel() -> None:
+        async def collect() -> None:
+            async for event in trigger.run():
+                events.append(event)
+
+        task = asyncio.create_task(collect())
+        await asyncio.sleep(1.0)  # the key check (0.6 s), then two requests in flight
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(run_then_cancel())
+    time.sleep(1.0)  # the server finishes (and logs) what was in flight
+    sent = generation_posts(emulator)
+    assert 1 <= sent <= 2
+    time.sleep(1.5)
+    assert generation_posts(emulator) == sent
+    assert events == []
+
+
+def test_the_worker_raises_the_typed_error_the_trigger_met(emulator: XaiEmulator, output_uri: str) -> None:
+    ctx = context()
+    op = operator(output_uri)
+    trigger = deferred_trigger(op, ctx)
+    emulator.backend.api_key = "xai-rotated-key-000000000000"  # the key is revoked while the task is deferred
+    event = asyncio.run(first_event(trigger))
+    assert event["status"] == "error"
+    assert event["error_type"] == "XaiAuthError"
+    with pytest.raises(AirflowFailException) as raised:
+        op.execute_complete(ctx, event)
+    assert isinstance(raised.value.__cause__, XaiAuthError)
+    assert generation_posts(emulator) == 0
