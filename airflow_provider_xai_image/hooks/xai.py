@@ -130,9 +130,14 @@ def transport_failure(method: str, path: str, error: Exception, *, paid: bool) -
     quote a header, hence the key. It surely did not reach xAI only when no connection was made."""
     if isinstance(error, requests.RequestException):
         reason = getattr(error.args[0], "reason", None) if error.args else None
-        unsent = isinstance(error, requests.ConnectTimeout) or isinstance(reason, urllib3.exceptions.NewConnectionError)
+        unsent = (
+            isinstance(error, requests.ConnectTimeout | ValueError)  # ValueError: refused before sending (bad header)
+            or isinstance(reason, urllib3.exceptions.NewConnectionError)
+        )
     else:
-        unsent = isinstance(error, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+        unsent = isinstance(
+            error, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout | httpx.LocalProtocolError
+        )
     what = "no connection could be made" if unsent else "the connection broke or timed out after the request was sent"
     return server_error(method, path, None, f"{type(error).__name__} ({what})", maybe_processed=not unsent, paid=paid)
 

@@ -1,4 +1,5 @@
-"""XaiHook's synchronous API calls (connection test, generate, edit, models, download) via the emulator."""
+"""XaiHook's synchronous API calls via the emulator: connection test and key check, generate, edit,
+models and prices, timeouts, download (whole images only)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,17 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from airflow_provider_xai_image.exceptions import XaiImageError
+from airflow_provider_xai_image.exceptions import XaiAuthError, XaiImageError, XaiPossiblyBilledError, XaiServerError
 from airflow_provider_xai_image.hooks.xai import XaiHook
-from airflow_provider_xai_image.image_types import ImageType
-from airflow_provider_xai_image.models import FALLBACK_PRICE_USD_TICKS_PER_IMAGE
-from airflow_provider_xai_image.testing import XaiEmulator
+from airflow_provider_xai_image.image_types import ImageType, VerifiedImage
+from airflow_provider_xai_image.models import HIGHEST_KNOWN_PRICE_USD_TICKS, NO_IMAGE_ERROR, ImageRequest
+from airflow_provider_xai_image.testing import MODERATION_MARKER, XaiEmulator
 from airflow_provider_xai_image.testing.catalog import INPUT_IMAGE_PRICE_USD_TICKS
+from airflow_provider_xai_image.testing.contract import MODEL_TIER_PRICES
+
+#: What the emulator bills per image (1e-10 USD): ``grok-imagine-image-quality`` $0.05, ``grok-imagine-image`` $0.02.
+QUALITY_PRICE = 500_000_000
+IMAGINE_PRICE = 200_000_000
 
 
 def calls(emulator: XaiEmulator, path: str | None = None) -> list[tuple[str, str, int | None]]:
@@ -77,6 +83,33 @@ def test_test_connection_with_a_wrong_key_fails_with_the_401_reason(
     assert calls(emulator) == [("GET", "/v1/api-key", 401)]  # not retried
 
 
+def test_check_api_key_with_a_wrong_key_is_an_auth_error_before_any_paid_request(
+    emulator: XaiEmulator, set_connection: Callable[..., XaiHook]
+) -> None:
+    wrong_key = "xai-wrong-key-for-the-check-31415926"
+    hook = set_connection(api_key=wrong_key, max_retries=2)
+
+    with pytest.raises(XaiAuthError) as raised:
+        hook.check_api_key()  # what operators do before their first paid request
+
+    assert (raised.value.method, raised.value.path, raised.value.status) == ("GET", "api-key", 401)
+    assert "the API key was refused" in str(raised.value)
+    assert wrong_key not in str(raised.value)
+    assert calls(emulator) == [("GET", "/v1/api-key", 401)]  # not retried, and no generation request
+    assert emulator.images_billed == 0
+    with pytest.raises(XaiAuthError):
+        hook.check_api_key()  # a refused key is checked again, never remembered as good
+    assert calls(emulator) == [("GET", "/v1/api-key", 401)] * 2
+
+
+def test_check_api_key_asks_xai_once_per_hook(hook: XaiHook, emulator: XaiEmulator) -> None:
+    hook.check_api_key()
+    hook.check_api_key()
+    hook.generate_images("a checked cat")
+
+    assert calls(emulator) == [("GET", "/v1/api-key", 200), ("POST", "/v1/images/generations", 200)]
+
+
 # -- generate -------------------------------------------------------------------------------------
 
 
@@ -84,15 +117,16 @@ def test_generate_url_image_then_download_a_real_jpeg(hook: XaiHook, emulator: X
     result = hook.generate_images("a lighthouse at dusk")
 
     assert result.model == "grok-imagine-image-quality"
-    assert result.cost_usd_ticks == FALLBACK_PRICE_USD_TICKS_PER_IMAGE
-    assert result.cost_usd == pytest.approx(0.02)
+    assert result.error is None
+    assert result.cost_usd_ticks == QUALITY_PRICE
+    assert result.cost_usd == pytest.approx(0.05)
     [image] = result.images
     assert image.url is not None
     assert image.url.startswith(f"{emulator.url}/tmp-images/xai-tmp-imgen-")
     assert image.data is None
     assert image.filtered is False
     assert image.mime_type == "image/jpeg"
-    assert image.revised_prompt == "A detailed rendering of: a lighthouse at dusk"
+    assert image.revised_prompt is None  # xAI no longer sends one: never invented
     sent = emulator.requests_log[0]
     assert (sent.method, sent.path) == ("POST", "/v1/images/generations")
     assert sent.json == {
@@ -114,7 +148,7 @@ def test_generate_several_b64_images_in_one_request(hook: XaiHook, emulator: Xai
     assert all(image.url is None and image.data is not None for image in result.images)
     assert [decoded(image.data).format for image in result.images if image.data] == ["JPEG"] * 3
     assert len({image.data for image in result.images}) == 3  # one distinct picture per index
-    assert result.cost_usd_ticks == 3 * FALLBACK_PRICE_USD_TICKS_PER_IMAGE
+    assert result.cost_usd_ticks == 3 * IMAGINE_PRICE
     [sent] = emulator.requests_log
     assert sent.json["n"] == 3
     assert sent.json["response_format"] == "b64_json"
@@ -169,7 +203,7 @@ def test_edit_with_one_data_uri_source_sends_image_and_keeps_its_proportions(
     assert "images" not in sent.json
     assert result.images[0].data is not None
     assert decoded(result.images[0].data).size == (1024, 683)  # 3:2 like the source
-    assert result.cost_usd_ticks == FALLBACK_PRICE_USD_TICKS_PER_IMAGE + INPUT_IMAGE_PRICE_USD_TICKS
+    assert result.cost_usd_ticks == QUALITY_PRICE + INPUT_IMAGE_PRICE_USD_TICKS
 
 
 def test_edit_with_three_sources_sends_images_and_uses_the_aspect_ratio(hook: XaiHook, emulator: XaiEmulator) -> None:
@@ -185,16 +219,44 @@ def test_edit_with_three_sources_sends_images_and_uses_the_aspect_ratio(hook: Xa
     assert len(result.images) == 2
     assert result.images[0].url is not None
     assert decoded(download_bytes(hook, result.images[0].url)).size == (1024, 512)
-    assert result.cost_usd_ticks == 2 * FALLBACK_PRICE_USD_TICKS_PER_IMAGE + 3 * INPUT_IMAGE_PRICE_USD_TICKS
+    assert result.cost_usd_ticks == 2 * QUALITY_PRICE + 3 * INPUT_IMAGE_PRICE_USD_TICKS
 
 
-def test_moderated_prompt_comes_back_filtered(hook: XaiHook, emulator: XaiEmulator) -> None:
-    from airflow_provider_xai_image.testing import MODERATION_MARKER
+@pytest.mark.parametrize("style", ["per_image", "block_reason"])
+def test_moderated_prompt_comes_back_filtered(hook: XaiHook, emulator: XaiEmulator, style: str) -> None:
+    emulator.configure(moderation_style=style)
 
     result = hook.generate_images(f"something {MODERATION_MARKER}", n=2)
 
     assert [image.filtered for image in result.images] == [True, True]
     assert all(image.url is None and image.data is None for image in result.images)
+    assert result.error is None  # filtered is an answer, not an error
+    assert emulator.images_billed == 0
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"), [("absent", None), ("empty", None), ("text", "A detailed rendering of: a fox")]
+)
+def test_revised_prompt_is_recorded_only_when_xai_sends_one(
+    hook: XaiHook, emulator: XaiEmulator, setting: str, expected: str | None
+) -> None:
+    emulator.configure(revised_prompt=setting)
+
+    [image] = hook.generate_images("a fox").images
+
+    assert image.revised_prompt == expected
+
+
+def test_an_answer_with_no_image_and_no_block_reason_is_an_error_not_resent(
+    hook: XaiHook, emulator: XaiEmulator
+) -> None:
+    emulator.configure(empty_responses=1)
+
+    result = hook.generate_images("a vanishing fox", n=2)
+
+    assert result.images == []
+    assert result.error == NO_IMAGE_ERROR
+    assert len(emulator.requests_log) == 1
     assert emulator.images_billed == 0
 
 
@@ -209,7 +271,7 @@ def test_deprecated_model_logs_a_warning_naming_its_replacement(
     assert "deprecated" in warnings[0]
     assert "grok-imagine-image-quality" in warnings[0]
     assert emulator.requests_log[0].json["model"] == "grok-imagine-image-pro"  # still served
-    assert result.model == "grok-imagine-image-pro"
+    assert result.model == "grok-imagine-image-quality"  # the alias resolves; xAI reports the model used
 
 
 def test_current_model_logs_no_deprecation_warning(hook: XaiHook, hook_logs: list[dict[str, Any]]) -> None:
@@ -224,11 +286,11 @@ def test_default_model_comes_from_the_connection_extra(
     hook = set_connection(default_model="grok-imagine-image", max_retries=1)
 
     defaulted = hook.generate_images("a tree")
-    explicit = hook.generate_images("a tree", model="grok-2-image")
+    explicit = hook.generate_images("a tree", model="grok-imagine-image-2.0")
 
-    assert [r.json["model"] for r in emulator.requests_log] == ["grok-imagine-image", "grok-2-image"]
+    assert [r.json["model"] for r in emulator.requests_log] == ["grok-imagine-image", "grok-imagine-image-2.0"]
     assert defaulted.model == "grok-imagine-image"
-    assert explicit.model == "grok-2-image"
+    assert explicit.model == "grok-imagine-image-2.0"
     assert hook.build_request("a tree").model == "grok-imagine-image"
 
 
@@ -287,35 +349,98 @@ def test_uri_form_connection_keeps_port_and_path_of_the_base_url(
 def test_list_image_models(hook: XaiHook, emulator: XaiEmulator) -> None:
     models = {model.id: model for model in hook.list_image_models()}
 
-    assert set(models) == {"grok-imagine-image-quality", "grok-imagine-image", "grok-imagine-image-pro", "grok-2-image"}
-    assert models["grok-2-image"].aliases == ["grok-2-image-1212"]
-    assert models["grok-2-image"].image_price == 700_000_000
-    assert models["grok-imagine-image"].image_price == FALLBACK_PRICE_USD_TICKS_PER_IMAGE
+    assert set(models) == {"grok-imagine-image-quality", "grok-imagine-image", "grok-imagine-image-2.0"}
+    assert models["grok-imagine-image-quality"].aliases == ["grok-imagine-image-pro"]
+    assert models["grok-imagine-image-quality"].image_price == QUALITY_PRICE
+    assert models["grok-imagine-image"].image_price == IMAGINE_PRICE
+    assert models["grok-imagine-image"].pricing == []
+    tiers = {(tier.quality, tier.resolution): tier.price_per_image for tier in models["grok-imagine-image-2.0"].pricing}
+    assert tiers == MODEL_TIER_PRICES["grok-imagine-image-2.0"]
     assert calls(emulator) == [("GET", "/v1/image-generation-models", 200)]
+
+
+TIERS_2_0 = sorted(MODEL_TIER_PRICES["grok-imagine-image-2.0"].items())
+
+
+@pytest.mark.parametrize(("tier", "price"), TIERS_2_0, ids=[f"{q}-{r}" for (q, r), _ in TIERS_2_0])
+def test_price_of_2_0_comes_from_its_pricing_matrix_and_is_what_xai_bills(
+    hook: XaiHook, emulator: XaiEmulator, tier: tuple[str, str], price: int
+) -> None:
+    quality, resolution = tier
+    request = hook.build_request("a tiered fox", model="grok-imagine-image-2.0", quality=quality, resolution=resolution)
+
+    assert hook.price_per_image_usd_ticks(request) == price
+    assert hook.run_image_request(request).cost_usd_ticks == price  # the estimate is the bill
+
+
+def test_price_of_2_0_without_quality_or_resolution_is_the_highest_matching_tier(
+    hook: XaiHook, emulator: XaiEmulator
+) -> None:
+    def price(**params: str) -> int:
+        return hook.price_per_image_usd_ticks(hook.build_request("a fox", model="grok-imagine-image-2.0", **params))
+
+    assert price() == 800_000_000
+    assert price(quality="low") == 400_000_000
+    assert price(resolution="1k") == 500_000_000
+    assert calls(emulator) == [("GET", "/v1/image-generation-models", 200)]  # read once per hook
+    billed = hook.generate_images("a fox", model="grok-imagine-image-2.0").cost_usd_ticks
+    assert billed <= price()  # an estimate is never low
 
 
 @pytest.mark.parametrize(
     ("model", "price"),
     [
-        ("grok-2-image-1212", 700_000_000),
-        ("grok-2-image", 700_000_000),
-        ("grok-imagine-image", FALLBACK_PRICE_USD_TICKS_PER_IMAGE),
-        ("no-such-model", FALLBACK_PRICE_USD_TICKS_PER_IMAGE),
+        ("grok-imagine-image-quality", QUALITY_PRICE),
+        ("grok-imagine-image-pro", QUALITY_PRICE),  # an alias of -quality
+        ("grok-imagine-image", IMAGINE_PRICE),
+        ("no-such-model", HIGHEST_KNOWN_PRICE_USD_TICKS),
+        ("grok-2-image", HIGHEST_KNOWN_PRICE_USD_TICKS),  # retired: not listed
     ],
 )
-def test_image_price_from_the_model_list_by_id_or_alias(hook: XaiHook, model: str, price: int) -> None:
-    assert hook.image_price_usd_ticks(model) == price
+def test_price_per_image_by_id_or_alias_and_highest_when_unknown(hook: XaiHook, model: str, price: int) -> None:
+    assert hook.price_per_image_usd_ticks(ImageRequest.build(prompt="a fox", model=model)) == price
 
 
-def test_image_price_falls_back_with_a_warning_when_prices_cannot_be_read(
+def test_price_is_the_highest_known_with_a_warning_when_prices_cannot_be_read(
     set_connection: Callable[..., XaiHook], emulator: XaiEmulator, hook_logs: list[dict[str, Any]]
 ) -> None:
     hook = set_connection(max_retries=0)
     emulator.configure(status_script=[500])
+    cheap = hook.build_request("a fox", model="grok-imagine-image")
 
-    assert hook.image_price_usd_ticks("grok-2-image") == FALLBACK_PRICE_USD_TICKS_PER_IMAGE
+    assert hook.price_per_image_usd_ticks(cheap) == HIGHEST_KNOWN_PRICE_USD_TICKS == 800_000_000
     assert any("Could not read image prices" in event["event"] for event in hook_logs)
     assert calls(emulator) == [("GET", "/v1/image-generation-models", 500)]
+
+
+def test_image_requests_wait_900_s_for_an_answer_other_calls_120_s(
+    set_connection: Callable[..., XaiHook], emulator: XaiEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hook = set_connection(max_retries=0)  # no timeout in the connection: the defaults
+    session = hook.get_conn()
+    timeouts: list[tuple[str, str, Any]] = []
+    real_request = session.request
+
+    def recording_request(method: str, url: str, **kwargs: Any) -> Any:
+        timeouts.append((method, url.rsplit("/v1/", 1)[-1], kwargs["timeout"]))
+        return real_request(method, url, **kwargs)
+
+    monkeypatch.setattr(session, "request", recording_request)
+
+    hook.generate_images("a slow 2k fox", model="grok-imagine-image-2.0", resolution="2k")
+    hook.generate_images("a slow edit", source_images=[data_uri(8, 8)])
+    hook.list_image_models()
+    line = json.dumps(hook.build_request("a batched fox").batch_line("0")).encode()
+    hook.create_batch("timeouts", hook.upload_batch_file("timeouts.jsonl", line))
+
+    assert hook.settings.read_timeout is None
+    assert timeouts == [
+        ("POST", "images/generations", (10.0, 900.0)),
+        ("POST", "images/edits", (10.0, 900.0)),
+        ("GET", "image-generation-models", (10.0, 120.0)),
+        ("POST", "files", (10.0, 120.0)),
+        ("POST", "batches", (10.0, 120.0)),  # paid, but answered at once
+    ]
 
 
 # -- download -------------------------------------------------------------------------------------
@@ -356,20 +481,41 @@ def test_download_of_an_unknown_url_raises_image_error(hook: XaiHook, emulator: 
         hook.download(f"{emulator.url}/tmp-images/xai-tmp-imgen-missing.jpeg", io.BytesIO())
 
 
-def test_truncated_download_is_retried_and_succeeds(hook: XaiHook, emulator: XaiEmulator) -> None:
+CUT_DOWNLOADS = ["truncated_images", "truncated_images_no_length"]
+
+
+@pytest.mark.parametrize("fault", CUT_DOWNLOADS)
+def test_a_download_cut_once_is_retried_and_succeeds(hook: XaiHook, emulator: XaiEmulator, fault: str) -> None:
     url = hook.generate_images("a harbour").images[0].url
     assert url is not None
-    emulator.configure(truncated_images=1)
+    emulator.configure(**{fault: 1})
     sink = io.BytesIO()
 
     verified = hook.download(url, sink)
 
     assert len(calls(emulator, url.removeprefix(emulator.url))) == 2
-    assert emulator.config.truncated_images == 0
+    assert getattr(emulator.config, fault) == 0
     data = sink.getvalue()
     assert verified.size == len(data)
     assert verified.sha256 == hashlib.sha256(data).hexdigest()
     assert decoded(data).size == (1024, 1024)  # the whole image, not the half of the broken try
+
+
+@pytest.mark.parametrize("fault", CUT_DOWNLOADS)
+def test_a_download_that_stays_cut_raises_after_the_retries(hook: XaiHook, emulator: XaiEmulator, fault: str) -> None:
+    url = hook.generate_images("a harbour").images[0].url
+    assert url is not None
+    emulator.configure(**{fault: 5})
+    outcome: list[VerifiedImage] = []
+
+    with pytest.raises(XaiServerError) as raised:
+        outcome.append(hook.download(url, io.BytesIO()))
+
+    assert outcome == []  # never a VerifiedImage of half an image
+    assert not isinstance(raised.value, XaiPossiblyBilledError)  # a download costs nothing
+    assert raised.value.path == url.rsplit("/", 1)[-1]
+    assert len(calls(emulator, url.removeprefix(emulator.url))) == 3  # max_retries=2
+    assert getattr(emulator.config, fault) == 2
 
 
 def test_download_of_something_that_is_not_an_image_raises_image_error(hook: XaiHook, emulator: XaiEmulator) -> None:

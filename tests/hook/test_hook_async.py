@@ -5,21 +5,23 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from PIL import Image
 
-from airflow_provider_xai_image.batching import CallPacer
 from airflow_provider_xai_image.exceptions import (
     XaiAuthError,
     XaiBadRequestError,
     XaiConnectionConfigError,
+    XaiPossiblyBilledError,
     XaiRateLimitError,
     XaiServerError,
 )
 from airflow_provider_xai_image.hooks.xai import XaiHook
+from airflow_provider_xai_image.models import BatchState
 from airflow_provider_xai_image.testing import XaiEmulator
 
 
@@ -60,16 +62,26 @@ async def test_arun_image_request_edits_and_warns_on_a_deprecated_model(
     assert any("grok-imagine-image-quality" in event["event"] for event in hook_logs)
 
 
-async def test_aget_batch(hook: XaiHook, emulator: XaiEmulator) -> None:
-    emulator.configure(batch_seconds=3600)
-    created = hook.create_batch("async-batch")
-    hook.add_batch_requests(created.batch_id, [("a", hook.build_request("one")), ("b", hook.build_request("two"))])
+async def test_aget_batch_sees_the_validation_then_the_counted_requests(hook: XaiHook, emulator: XaiEmulator) -> None:
+    emulator.configure(batch_validation_seconds=0.5, batch_seconds=3600)
+    lines = [hook.build_request(prompt).batch_line(custom_id) for custom_id, prompt in (("a", "one"), ("b", "two"))]
+    content = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+    created = hook.create_batch("async-batch", hook.upload_batch_file("async.jsonl", content))
 
     async with hook.async_client() as client:
-        batch = await hook.aget_batch(client, created.batch_id)
+        validating = await hook.aget_batch(client, created.batch_id)
+        batch = validating
+        for _ in range(200):
+            if batch.state.num_requests:
+                break
+            await asyncio.sleep(0.05)
+            batch = await hook.aget_batch(client, created.batch_id)
 
-    assert (batch.batch_id, batch.name) == (created.batch_id, "async-batch")
+    assert (validating.batch_id, validating.name) == (created.batch_id, "async-batch")
+    assert validating.is_validating
+    assert validating.state == BatchState()
     assert (batch.state.num_requests, batch.state.num_pending) == (2, 2)
+    assert not batch.is_validating
     assert emulator.requests_log[-1].path == f"/v1/batches/{created.batch_id}"
 
 
@@ -79,7 +91,7 @@ async def test_acall_retries_a_503_then_returns_the_result(hook: XaiHook, emulat
     async with hook.async_client() as client:
         payload = await hook.acall(client, "GET", "image-generation-models")
 
-    assert {model["id"] for model in payload["models"]} >= {"grok-imagine-image", "grok-2-image"}
+    assert {model["id"] for model in payload["models"]} >= {"grok-imagine-image", "grok-imagine-image-2.0"}
     assert statuses(emulator) == [503, 200]
 
 
@@ -156,31 +168,47 @@ async def test_async_client_without_a_connection_is_a_config_error(monkeypatch: 
             pass
 
 
-async def test_async_batch_lifecycle_matches_the_sync_calls(hook: XaiHook, emulator: XaiEmulator) -> None:
-    emulator.configure(
-        batch_seconds=0.05, batch_add_max_bytes=2_000, batch_add_max_calls=2, batch_add_window_seconds=0.5
-    )
-    requests = [(str(index), hook.build_request(f"async poster {index}")) for index in range(30)]
+async def test_acheck_api_key_checks_the_key_once_per_hook(hook: XaiHook, emulator: XaiEmulator) -> None:
+    async with hook.async_client() as client:
+        await hook.acheck_api_key(client)
+        await hook.acheck_api_key(client)
+    hook.check_api_key()  # the sync twin shares what the hook knows
+
+    assert [(r.method, r.path, r.status) for r in emulator.requests_log] == [("GET", "/v1/api-key", 200)]
+
+
+async def test_acheck_api_key_with_a_wrong_key_is_an_auth_error_each_time(
+    set_connection: Callable[..., XaiHook], emulator: XaiEmulator
+) -> None:
+    hook = set_connection(api_key="xai-async-refused-key-1212121212")
 
     async with hook.async_client() as client:
-        batch = await hook.acreate_batch(client, "async-nightly")
-        calls = await hook.aadd_batch_requests(
-            client, batch.batch_id, requests, pacer=CallPacer(2, 0.5), max_bytes=2_000
-        )
-        while not (await hook.aget_batch(client, batch.batch_id)).is_done:
-            await asyncio.sleep(0.05)
-        results = [result async for result in hook.aiter_batch_results(client, batch.batch_id, page_size=7)]
-        other = await hook.acreate_batch(client, "async-cancelled")
-        await hook.aadd_batch_requests(client, other.batch_id, requests[:1])
-        cancelled = await hook.acancel_batch(client, other.batch_id)
-        listed = [listed.batch_id async for listed in hook.alist_batches(client, page_size=1)]
+        for _ in range(2):  # a refusal is not remembered as a success
+            with pytest.raises(XaiAuthError, match="the API key was refused"):
+                await hook.acheck_api_key(client)
 
-    adds = [r for r in emulator.requests_log if r.path == f"/v1/batches/{batch.batch_id}/requests"]
-    assert calls == len(adds) > 1
-    assert all(r.status == 200 and r.body_size <= 2_000 for r in adds)
-    assert sorted(int(result.batch_request_id) for result in results) == list(range(30))
-    assert all(result.result is not None and len(result.result.images) == 1 for result in results)
-    assert len([r for r in emulator.requests_log if r.path.endswith("/results")]) == 5  # pages of 7
-    assert listed == [batch.batch_id, other.batch_id]
-    assert cancelled.cancel_time is not None
-    assert cancelled.state.num_cancelled == 1
+    assert [(r.method, r.path, r.status) for r in emulator.requests_log] == [("GET", "/v1/api-key", 401)] * 2
+
+
+@pytest.mark.parametrize("fault", [{"reset_connections": 1}, {"status_script": [500]}, {"invalid_json": 1}])
+async def test_arun_image_request_does_not_resend_an_ambiguous_failure(
+    hook: XaiHook, emulator: XaiEmulator, fault: dict[str, Any]
+) -> None:
+    emulator.configure(**fault)
+
+    async with hook.async_client() as client:
+        with pytest.raises(XaiPossiblyBilledError, match="may have been billed"):
+            await hook.arun_image_request(client, hook.build_request("a costly owl"))
+
+    assert len(emulator.requests_log) == 1
+
+
+async def test_arun_image_request_retries_what_was_surely_not_served(hook: XaiHook, emulator: XaiEmulator) -> None:
+    emulator.configure(status_script=[503, 429])
+
+    async with hook.async_client() as client:
+        result = await hook.arun_image_request(client, hook.build_request("a patient owl"))
+
+    assert len(result.images) == 1
+    assert statuses(emulator) == [503, 429, 200]
+    assert emulator.images_billed == 1

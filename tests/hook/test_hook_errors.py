@@ -14,7 +14,10 @@ from airflow_provider_xai_image.exceptions import (
     XaiBadRequestError,
     XaiConnectionConfigError,
     XaiError,
+    XaiPermanentError,
+    XaiPossiblyBilledError,
     XaiRateLimitError,
+    XaiRequestValidationError,
     XaiServerError,
     XaiTransientError,
 )
@@ -64,12 +67,13 @@ def test_invalid_field_sent_raw_is_a_422_bad_request_not_retried(hook: XaiHook, 
     assert statuses(emulator) == [422]
 
 
-def test_unknown_model_is_a_404_bad_request(hook: XaiHook, emulator: XaiEmulator) -> None:
+@pytest.mark.parametrize("model", ["grok-9-image", "grok-2-image"], ids=["unknown", "retired"])
+def test_unknown_or_retired_model_is_a_404_bad_request(hook: XaiHook, emulator: XaiEmulator, model: str) -> None:
     with pytest.raises(XaiBadRequestError) as raised:
-        hook.generate_images("a cat", model="grok-9-image")
+        hook.generate_images("a cat", model=model)
 
     assert raised.value.status == 404
-    assert "The model grok-9-image does not exist" in str(raised.value)
+    assert f"The model {model} does not exist" in str(raised.value)
     assert statuses(emulator) == [404]
 
 
@@ -90,7 +94,7 @@ def test_other_client_errors_are_bad_requests_sent_once(hook: XaiHook, emulator:
     emulator.configure(status_script=[status])
 
     with pytest.raises(XaiBadRequestError, match=f"HTTP {status}"):
-        hook.create_batch("x")
+        hook.create_batch("x", "file_x")
     assert statuses(emulator) == [status]
 
 
@@ -143,20 +147,38 @@ def test_server_error_after_the_retries_run_out(
     assert statuses(emulator) == [status, status]
 
 
-def test_dropped_connections_are_a_server_error_after_the_retries(
+def test_dropped_connections_of_a_free_call_are_a_server_error_after_the_retries(
     set_connection: Callable[..., XaiHook], emulator: XaiEmulator
 ) -> None:
     hook = set_connection(max_retries=1)
     emulator.configure(reset_connections=2)
 
     with pytest.raises(XaiServerError) as raised:
-        hook.generate_images("a cat")
+        hook.list_image_models()
 
+    assert not isinstance(raised.value, XaiPossiblyBilledError)  # a free call: retried, nothing billed
     assert raised.value.status is None
-    assert "POST /images/generations failed (no response)" in str(raised.value)
+    assert "GET /image-generation-models failed (no response)" in str(raised.value)
     assert "ConnectionError" in str(raised.value)
     assert statuses(emulator) == [None, None]
-    assert emulator.images_billed == 0
+
+
+def test_a_dropped_connection_of_a_paid_call_is_possibly_billed_and_not_resent(
+    set_connection: Callable[..., XaiHook], emulator: XaiEmulator
+) -> None:
+    hook = set_connection(max_retries=3)
+    emulator.configure(reset_connections=2)
+
+    with pytest.raises(XaiPossiblyBilledError) as raised:
+        hook.generate_images("a cat")
+
+    error = raised.value
+    assert (error.method, error.path, error.status) == ("POST", "images/generations", None)
+    assert error.maybe_processed is True
+    assert str(error).startswith("xAI POST /images/generations failed (no response): ConnectionError")
+    assert str(error).endswith("the request may have been billed")
+    assert statuses(emulator) == [None]
+    assert emulator.config.reset_connections == 1  # the second drop was never asked for
 
 
 def test_unreachable_host_is_a_server_error(emulator: XaiEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -192,23 +214,54 @@ def test_invalid_json_is_a_server_error_after_the_retries(
     ],
     ids=["503", "500", "429", "reset", "invalid_json"],
 )
-def test_one_transient_error_is_recovered_from(hook: XaiHook, emulator: XaiEmulator, fault: dict[str, Any]) -> None:
+def test_one_transient_error_of_a_free_call_is_recovered_from(
+    hook: XaiHook, emulator: XaiEmulator, fault: dict[str, Any]
+) -> None:
     emulator.configure(**fault)
+
+    models = hook.list_image_models()
+
+    assert "grok-imagine-image" in {model.id for model in models}
+    assert len(emulator.requests_log) == 2
+    assert statuses(emulator)[-1] == 200
+
+
+@pytest.mark.parametrize("status", [503, 429])
+def test_an_unserved_paid_request_is_retried_and_billed_once(hook: XaiHook, emulator: XaiEmulator, status: int) -> None:
+    emulator.configure(status_script=[status])
 
     result = hook.generate_images("a resilient cat")
 
     assert len(result.images) == 1
-    assert len(emulator.requests_log) == 2
-    assert statuses(emulator)[-1] == 200
+    assert statuses(emulator) == [status, 200]
     assert emulator.images_billed == 1  # the failed try was not billed
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [{"status_script": [500]}, {"status_script": [504]}, {"reset_connections": 1}, {"invalid_json": 1}],
+    ids=["500", "504", "reset", "invalid_json"],
+)
+def test_an_ambiguous_failure_of_a_batch_creation_is_possibly_billed(
+    hook: XaiHook, emulator: XaiEmulator, fault: dict[str, Any]
+) -> None:
+    file_id = hook.upload_batch_file("one.jsonl", json.dumps(hook.build_request("x").batch_line("0")).encode())
+    emulator.configure(**fault)
+
+    with pytest.raises(XaiPossiblyBilledError, match="may have been billed"):
+        hook.create_batch("ambiguous", file_id)
+
+    assert len([r for r in emulator.requests_log if r.path == "/v1/batches"]) == 1
 
 
 def test_max_retries_zero_means_a_single_attempt(set_connection: Callable[..., XaiHook], emulator: XaiEmulator) -> None:
     hook = set_connection(max_retries=0)
     emulator.configure(status_script=[503])
 
-    with pytest.raises(XaiServerError):
-        hook.create_batch("x")
+    with pytest.raises(XaiServerError) as raised:
+        hook.generate_images("a cat")
+    assert not isinstance(raised.value, XaiPossiblyBilledError)  # a 503 was not served
+    assert raised.value.maybe_processed is False
     assert statuses(emulator) == [503]
 
 
@@ -219,6 +272,11 @@ def test_error_hierarchy() -> None:
     assert not issubclass(XaiBadRequestError, XaiTransientError)
     assert not issubclass(XaiAuthError, XaiTransientError)
     assert issubclass(XaiConnectionConfigError, XaiError)
+    assert issubclass(XaiPossiblyBilledError, XaiServerError)
+    for permanent in (XaiAuthError, XaiBadRequestError, XaiConnectionConfigError, XaiRequestValidationError):
+        assert issubclass(permanent, XaiPermanentError)
+    assert not issubclass(XaiTransientError, XaiPermanentError)
+    assert issubclass(XaiRequestValidationError, ValueError)
 
 
 # -- connection configuration ---------------------------------------------------------------------

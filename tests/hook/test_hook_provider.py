@@ -73,24 +73,32 @@ def test_connection_form_hides_and_relabels_fields(providers_manager) -> None:
 def test_connection_form_has_the_extra_fields(providers_manager) -> None:
     widgets = providers_manager.connection_form_widgets
 
-    for name in ("timeout", "max_retries", "default_model"):
+    for name in ("timeout", "max_retries", "max_ambiguous_retries", "default_model"):
         widget = widgets[f"extra__xai__{name}"]
         assert widget.hook_class_name == "airflow_provider_xai_image.hooks.xai.XaiHook"
         assert widget.field_name == name
         assert widget.is_sensitive is False
     assert widgets["extra__xai__default_model"].field["value"] == "grok-imagine-image-quality"
     assert widgets["extra__xai__max_retries"].field["value"] == 5
+    assert widgets["extra__xai__max_ambiguous_retries"].field["value"] == 0  # never pay twice by default
+    assert widgets["extra__xai__timeout"].field["value"] == 900.0  # image requests take minutes
 
 
 def test_prefixed_form_extras_are_read_by_the_hook(emulator, monkeypatch: pytest.MonkeyPatch) -> None:
     """What the UI form stores (``extra__xai__<field>``) is what the hook reads."""
-    extra = {"extra__xai__timeout": 7, "extra__xai__max_retries": 1, "extra__xai__default_model": "grok-2-image"}
+    extra = {
+        "extra__xai__timeout": 7,
+        "extra__xai__max_retries": 1,
+        "extra__xai__max_ambiguous_retries": 2,
+        "extra__xai__default_model": "grok-imagine-image",
+    }
     conn = {"conn_type": "xai", "password": emulator.api_key, "host": emulator.base_url, "extra": extra}
     monkeypatch.setenv("AIRFLOW_CONN_XAI_FORM", json.dumps(conn))
     hook = XaiHook(xai_conn_id="xai_form")
 
-    assert (hook.settings.read_timeout, hook.settings.max_retries) == (7.0, 1)
-    assert hook.generate_images("a form").model == "grok-2-image"
+    assert (hook.settings.read_timeout, hook.settings.max_retries, hook.settings.max_ambiguous_retries) == (7.0, 1, 2)
+    assert hook.generate_images("a form").model == "grok-imagine-image"
+    assert emulator.requests_log[-1].json["model"] == "grok-imagine-image"
 
 
 # -- the airflow CLI in a subprocess --------------------------------------------------------------

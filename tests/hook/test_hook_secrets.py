@@ -5,15 +5,17 @@ from __future__ import annotations
 import io
 import json
 import logging
+import secrets as secrets_module
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from airflow.providers.common.compat.sdk import redact
 from PIL import Image
 
-from airflow_provider_xai_image.exceptions import XaiAuthError, XaiServerError
+from airflow_provider_xai_image.exceptions import XaiAuthError, XaiConnectionConfigError, XaiServerError
 from airflow_provider_xai_image.hooks.xai import XaiHook
 from airflow_provider_xai_image.testing import XaiEmulator
 
@@ -76,7 +78,9 @@ def test_key_is_in_no_log_line_across_retries_failures_and_downloads(
     wrong_key = "xai-wrong-key-leak-check-99999999"
     wrong = set_connection("xai_wrong", api_key=wrong_key, max_retries=3)
 
-    emulator.configure(status_script=[503, 429], reset_connections=1)
+    emulator.configure(reset_connections=1)
+    hook.list_image_models()  # a free call: the dropped connection is retried
+    emulator.configure(status_script=[503, 429])
     result = hook.generate_images("a secretive cat", model="grok-imagine-image-pro")
     url = result.images[0].url
     assert url is not None
@@ -86,7 +90,8 @@ def test_key_is_in_no_log_line_across_retries_failures_and_downloads(
     with pytest.raises(XaiAuthError):
         wrong.generate_images("a cat")
 
-    assert [r.status for r in emulator.requests_log if r.path.startswith("/v1/images")] == [None, 503, 429, 200, 401]
+    assert [r.status for r in emulator.requests_log if r.path.startswith("/v1/images")] == [503, 429, 200, 401]
+    assert [r.status for r in emulator.requests_log if r.path == "/v1/image-generation-models"] == [None, 200]
     out, err = capfd.readouterr()
     text = all_text(hook_logs, caplog, out, err)
     assert "retry 1 of 3" in text  # the retries were logged...
@@ -190,3 +195,107 @@ async def test_key_is_in_no_log_line_of_the_async_client(
     assert "httpx" in text  # httpx's own request log was captured
     assert emulator.api_key not in text
     assert wrong_key not in text
+
+
+# -- keys as people paste them ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("around", [("", "\n"), ("", "\r\n"), ("  ", " \n")], ids=["lf", "crlf", "spaces"])
+def test_a_key_with_surrounding_whitespace_works(
+    set_connection: Callable[..., XaiHook], emulator: XaiEmulator, around: tuple[str, str]
+) -> None:
+    """A key read from a file or pasted from a terminal often ends in a line break: it is stripped."""
+    before, after = around
+    hook = set_connection(api_key=f"{before}{emulator.api_key}{after}", max_retries=0)
+
+    ok, message = hook.test_connection()
+    result = hook.generate_images("a tidy cat")
+
+    assert ok, message
+    assert len(result.images) == 1
+    assert hook.settings.api_key.get_secret_value() == emulator.api_key
+    assert hook.get_conn().headers["Authorization"] == f"Bearer {emulator.api_key}"
+    assert [r.status for r in emulator.requests_log] == [200, 200]
+
+
+@pytest.mark.parametrize("inner", ["\n", "\r\n", " ", "\t", "\x00"], ids=["lf", "crlf", "space", "tab", "nul"])
+def test_a_key_with_an_inner_break_is_refused_before_any_request_without_showing_it(
+    set_connection: Callable[..., XaiHook],
+    emulator: XaiEmulator,
+    hook_logs: list[dict[str, Any]],
+    caplog: pytest.LogCaptureFixture,
+    inner: str,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    key = emulator.api_key
+    broken = f"{key[:20]}{inner}{key[20:]}"
+    secrets = (broken, key, key[:20], key[20:])
+    hook = set_connection(api_key=broken, max_retries=0)
+
+    errors: list[XaiConnectionConfigError] = []
+    calls: list[Callable[[], object]] = [
+        lambda: hook.generate_images("a cat"),
+        hook.check_api_key,
+        hook.list_image_models,
+        hook.get_conn,
+    ]
+    for call in calls:
+        with pytest.raises(XaiConnectionConfigError) as raised:
+            call()
+        errors.append(raised.value)
+    ok, message = hook.test_connection()
+
+    assert ok is False
+    assert "Connection 'xai_default'" in message
+    assert "line break, a space or a control character" in message
+    for error in errors:
+        assert "Connection 'xai_default'" in str(error)
+    texts = [message, repr(hook), str(hook), *(f"{error!s} {error!r} {error.args!r}" for error in errors)]
+    text = all_text(hook_logs, caplog, *texts)
+    for secret in secrets:
+        assert secret not in text
+    assert emulator.requests_log == []  # refused before any request: nothing to leak on the wire
+
+
+async def test_a_key_with_an_inner_break_is_refused_by_the_async_client(
+    set_connection: Callable[..., XaiHook], emulator: XaiEmulator
+) -> None:
+    key = emulator.api_key
+    hook = set_connection(api_key=f"{key[:20]}\n{key[20:]}")
+
+    with pytest.raises(XaiConnectionConfigError, match="Connection 'xai_default'") as raised:
+        async with hook.async_client():
+            pass
+
+    for secret in (key[:20], key[20:]):
+        assert secret not in str(raised.value)
+    assert emulator.requests_log == []
+
+
+# -- Airflow's secrets masker ----------------------------------------------------------------------
+
+
+def test_the_key_is_registered_with_airflows_secrets_masker(
+    set_connection: Callable[..., XaiHook], emulator: XaiEmulator
+) -> None:
+    key = emulator.api_key  # new for each test: nothing has masked it yet
+    line = f"Authorization: Bearer {key}"
+    assert redact(line) == line
+    hook = set_connection(api_key=f"{key}\n")
+
+    hook.test_connection()
+
+    assert redact(line) == "Authorization: Bearer ***"
+    assert redact({"headers": {"X-Key": key}}) == {"headers": {"X-Key": "***"}}
+
+
+async def test_the_key_is_registered_with_the_secrets_masker_by_a_trigger_too(
+    set_connection: Callable[..., XaiHook],
+) -> None:
+    key = f"xai-trigger-only-{secrets_module.token_hex(12)}"
+    hook = set_connection("xai_trigger", api_key=key)
+    assert redact(key) == key
+
+    await hook.aload_settings()  # how triggers read the connection
+
+    assert redact(f"key={key}") == "key=***"

@@ -1,4 +1,4 @@
-"""Pure functions under the hook, without the emulator: batching, pacing, parsing, image sniffing, settings."""
+"""Pure functions under the hook, without the emulator: batch files, parsing, image sniffing, settings."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ import pytest
 from airflow.sdk import Connection
 from PIL import Image
 
-from airflow_provider_xai_image.batching import CallPacer, chunk_batch_requests
+from airflow_provider_xai_image.batching import batch_files
 from airflow_provider_xai_image.connection import (
     DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_IMAGE_READ_TIMEOUT,
+    DEFAULT_MAX_AMBIGUOUS_RETRIES,
     DEFAULT_MAX_RETRIES,
     DEFAULT_READ_TIMEOUT,
     XaiConnectionSettings,
@@ -23,12 +25,11 @@ from airflow_provider_xai_image.connection import (
 from airflow_provider_xai_image.exceptions import XaiConnectionConfigError, XaiImageError
 from airflow_provider_xai_image.image_types import HEADER_BYTES, ImageType, ImageWriter, sniff_image_type
 from airflow_provider_xai_image.models import (
-    BATCH_ADD_MAX_BYTES,
-    BATCH_REQUEST_KIND,
+    BATCH_FILE_MAX_BYTES,
     DEFAULT_BASE_URL,
     DEFAULT_MODEL,
+    NO_IMAGE_ERROR,
     ImageRequest,
-    batch_request_entry,
     decode_b64_image,
     parse_batch_results_page,
     parse_image_response,
@@ -47,120 +48,91 @@ GIF = encoded("GIF")
 WEBP = encoded("WEBP")
 
 
-# -- chunk_batch_requests -------------------------------------------------------------------------
+# -- batch_files ----------------------------------------------------------------------------------
 
 
-def entries(count: int, prompt_bytes: int = 100) -> list[dict[str, Any]]:
+def pairs(count: int, prompt_bytes: int = 100) -> list[tuple[str, ImageRequest]]:
     request = ImageRequest.build(prompt="p" * prompt_bytes)
-    return [batch_request_entry(f"id-{index}", request) for index in range(count)]
+    return [(f"id-{index}", request) for index in range(count)]
 
 
-def body_size(chunk: list[dict[str, Any]]) -> int:
-    """Bytes of the body requests sends for ``json={"batch_requests": chunk}``."""
-    return len(json.dumps({"batch_requests": chunk}).encode())
+def ids_of(content: bytes) -> list[str]:
+    return [json.loads(line)["custom_id"] for line in content.decode().splitlines()]
 
 
 @pytest.mark.parametrize("max_bytes", [600, 1000, 4096, 10_000])
-def test_chunks_respect_the_byte_limit_and_keep_order(max_bytes: int) -> None:
-    given = entries(50)
+def test_batch_files_respect_the_byte_limit_and_keep_order(max_bytes: int) -> None:
+    given = pairs(50)
 
-    chunks = list(chunk_batch_requests(given, max_bytes))
+    files = list(batch_files(given, max_bytes))
 
-    assert [entry for chunk in chunks for entry in chunk] == given
-    assert all(chunk for chunk in chunks)
-    assert all(body_size(chunk) <= max_bytes for chunk in chunks)
-    # Greedy: adding the next entry to a chunk would have broken the limit.
-    for chunk, following in itertools.pairwise(chunks):
-        assert body_size([*chunk, following[0]]) > max_bytes - 2
-
-
-def test_everything_fits_in_one_chunk_under_the_default_limit() -> None:
-    given = entries(100)
-
-    assert list(chunk_batch_requests(given)) == [given]
-    assert body_size(given) < BATCH_ADD_MAX_BYTES
+    assert [custom_id for content, _ in files for custom_id in ids_of(content)] == [custom_id for custom_id, _ in given]
+    assert all(count == len(ids_of(content)) > 0 for content, count in files)
+    assert all(len(content) <= max_bytes for content, _ in files)
+    # Greedy: the next file's first line would not have fitted in the previous file.
+    for (content, _), (following, _) in itertools.pairwise(files):
+        assert len(content) + len(following.splitlines(keepends=True)[0]) > max_bytes
 
 
-def test_no_entries_no_chunks() -> None:
-    assert list(chunk_batch_requests([], 1000)) == []
-
-
-def test_an_entry_exactly_at_the_limit_is_alone_in_its_chunk() -> None:
-    [entry] = entries(1, prompt_bytes=300)
-    limit = body_size([entry]) + 2  # the chunker counts a ", " separator per entry
-
-    chunks = list(chunk_batch_requests([entry, entry, entry], limit))
-
-    assert chunks == [[entry], [entry], [entry]]
-
-
-def test_an_oversize_single_entry_is_an_error_naming_it() -> None:
-    small, big = entries(1)[0], entries(1, prompt_bytes=5000)[0]
-    big = {**big, "batch_request_id": "the-big-one"}
-
-    with pytest.raises(ValueError, match=r"'the-big-one' is \d+ bytes, over the 2000-byte limit"):
-        list(chunk_batch_requests([small, big], 2000))
-
-
-def test_chunks_are_lazy_over_an_iterator() -> None:
-    chunks = chunk_batch_requests(iter(entries(10)), 1000)
-
-    first = next(chunks)
-    assert first[0]["batch_request_id"] == "id-0"
-    assert sum(len(chunk) for chunk in chunks) == 10 - len(first)
-
-
-def test_batch_request_entry_wraps_the_generate_body() -> None:
+def test_batch_file_lines_are_json_lines_of_the_request_bodies() -> None:
     request = ImageRequest.build(prompt="a cat", n=2, aspect_ratio="16:9")
 
-    assert batch_request_entry("r1", request) == {
-        "batch_request_id": "r1",
-        "batch_request": {
-            BATCH_REQUEST_KIND: {
-                "prompt": "a cat",
-                "model": DEFAULT_MODEL,
-                "n": 2,
-                "aspect_ratio": "16:9",
-                "response_format": "url",
-            }
-        },
+    [(content, count)] = list(batch_files([("r1", request)]))
+
+    assert count == 1
+    assert content.endswith(b"\n")
+    assert json.loads(content) == {
+        "custom_id": "r1",
+        "method": "POST",
+        "url": "/v1/images/generations",
+        "body": {"prompt": "a cat", "model": DEFAULT_MODEL, "n": 2, "aspect_ratio": "16:9", "response_format": "url"},
     }
 
 
-# -- CallPacer ------------------------------------------------------------------------------------
+def test_an_edit_line_goes_to_the_edits_endpoint() -> None:
+    request = ImageRequest.build(prompt="night", source_images=("https://example.com/a.png",))
+
+    [(content, _)] = list(batch_files([("e", request)]))
+
+    line = json.loads(content)
+    assert line["url"] == "/v1/images/edits"
+    assert line["body"]["image"] == {"type": "image_url", "url": "https://example.com/a.png"}
 
 
-def test_pacer_allows_max_calls_then_waits_for_the_oldest_to_leave_the_window() -> None:
-    pacer = CallPacer(max_calls=3, window=10.0)
-    for now in (100.0, 101.0, 102.0):
-        assert pacer.delay(now) == 0.0
-        pacer.record(now)
+def test_everything_fits_in_one_file_under_the_default_limit() -> None:
+    [(content, count)] = list(batch_files(pairs(1000)))
 
-    assert pacer.delay(103.0) == pytest.approx(7.0)  # until 100 + 10
-    assert pacer.delay(109.5) == pytest.approx(0.5)
-    assert pacer.delay(110.0) == 0.0  # the call of 100.0 left the window
-    pacer.record(110.0)
-    assert pacer.delay(110.0) == pytest.approx(1.0)  # now the call of 101.0 is the oldest
+    assert count == 1000
+    assert len(content) < BATCH_FILE_MAX_BYTES
 
 
-def test_pacer_is_a_sliding_window_not_a_fixed_one() -> None:
-    pacer = CallPacer(max_calls=2, window=1.0)
-    schedule = []
-    now = 0.0
-    for _ in range(6):
-        now += pacer.delay(now)
-        pacer.record(now)
-        schedule.append(now)
-
-    assert schedule == pytest.approx([0.0, 0.0, 1.0, 1.0, 2.0, 2.0])
-    for first, third in zip(schedule, schedule[2:], strict=False):
-        assert third - first >= 1.0
+def test_no_requests_no_files() -> None:
+    assert list(batch_files([], 1000)) == []
 
 
-def test_pacer_defaults_are_xai_limits() -> None:
-    pacer = CallPacer()
+def test_a_line_exactly_at_the_limit_is_alone_in_its_file() -> None:
+    [(line, _)] = list(batch_files(pairs(1, prompt_bytes=300)))
 
-    assert (pacer.max_calls, pacer.window) == (100, 30.0)
+    files = list(batch_files(pairs(3, prompt_bytes=300), len(line)))
+
+    assert [count for _, count in files] == [1, 1, 1]
+    assert all(len(content) == len(line) for content, _ in files)
+
+
+def test_an_oversize_request_is_an_error_naming_it_before_any_file() -> None:
+    big = ("the-big-one", ImageRequest.build(prompt="b" * 5000))
+    produced = batch_files([*pairs(1), big], 2000)
+
+    with pytest.raises(ValueError, match=r"'the-big-one' is \d+ bytes, over the 2000-byte file limit"):
+        next(produced)
+
+
+def test_batch_files_are_lazy_over_an_iterator() -> None:
+    files = batch_files(iter(pairs(10)), 1000)
+
+    first, count = next(files)
+    assert ids_of(first)[0] == "id-0"
+    assert count + sum(count for _, count in files) == 10
 
 
 # -- parse_image_response -------------------------------------------------------------------------
@@ -208,6 +180,31 @@ def test_block_reason_filters_every_image() -> None:
     assert (image.url, image.data) == (None, None)
 
 
+def test_an_empty_block_reason_blocks_nothing() -> None:
+    result = parse_image_response({"data": [{"url": "https://x/a.jpeg"}], "block_reason": ""}, "m")
+
+    assert [(image.filtered, image.url) for image in result.images] == [(False, "https://x/a.jpeg")]
+    assert result.error is None
+
+
+def test_no_image_and_no_block_reason_is_an_error() -> None:
+    result = parse_image_response({"data": [], "block_reason": None}, "m", expected_images=2)
+
+    assert result.images == []
+    assert result.error == NO_IMAGE_ERROR
+
+
+@pytest.mark.parametrize("revised", [None, ""])
+def test_an_empty_or_absent_revised_prompt_is_none(revised: str | None) -> None:
+    item: dict[str, Any] = {"url": "https://x/a.jpeg"}
+    if revised is not None:
+        item["revised_prompt"] = revised
+
+    [image] = parse_image_response({"data": [item]}, "m").images
+
+    assert image.revised_prompt is None
+
+
 def test_a_response_blocked_as_a_whole_counts_as_the_expected_filtered_images() -> None:
     images = parse_image_response({"data": [], "block_reason": "blocked"}, "m", expected_images=3).images
 
@@ -242,13 +239,17 @@ def image_response(url: str) -> dict[str, Any]:
     return {"data": [{"url": url, "mime_type": "image/jpeg"}], "usage": {"cost_in_usd_ticks": 100_000_000}}
 
 
-def test_results_shape_with_response_and_error() -> None:
+def test_results_page_with_a_response_and_every_error_shape() -> None:
     page = {
         "results": [
-            {"batch_request_id": "a", "response": image_response("https://x/a.jpeg")},
-            {"batch_request_id": "b", "error": {"message": "boom"}},
-            {"batch_request_id": "c", "response": {BATCH_REQUEST_KIND: image_response("https://x/c.jpeg")}},
-            {"batch_request_id": "d", "error": "plain text error"},
+            {
+                "batch_request_id": "a",
+                "batch_result": {"response": {"image_generation": image_response("https://x/a")}},
+            },
+            {"batch_request_id": "b", "batch_result": {"error": {"code": 3, "message": "boom"}}},
+            {"batch_request_id": "c", "batch_result": {"response": {"other_kind": image_response("https://x/c")}}},
+            {"batch_request_id": "d", "batch_result": {"error": "plain text error"}},
+            {"batch_request_id": "e", "error_message": "top-level error"},
         ],
         "pagination_token": "next-page",
     }
@@ -258,35 +259,46 @@ def test_results_shape_with_response_and_error() -> None:
     assert token == "next-page"
     by_id = {result.batch_request_id: result for result in results}
     assert by_id["a"].result is not None
-    assert by_id["a"].result.images[0].url == "https://x/a.jpeg"
+    assert by_id["a"].result.images[0].url == "https://x/a"
     assert by_id["a"].result.model == "grok-imagine-image"
     assert by_id["a"].result.cost_usd_ticks == 100_000_000
-    assert (by_id["b"].result, by_id["b"].error) == (None, "boom")
-    assert by_id["c"].result is not None
-    assert by_id["c"].result.images[0].url == "https://x/c.jpeg"
+    assert (by_id["b"].result, by_id["b"].error) == (None, "boom (code 3)")
+    assert by_id["c"].result is not None  # whichever single kind key is there
+    assert by_id["c"].result.images[0].url == "https://x/c"
     assert by_id["d"].error == "plain text error"
+    assert by_id["e"].error == "top-level error"
+    assert all(result.unreadable is None for result in results)
 
 
-def test_succeeded_failed_shape() -> None:
+def test_a_result_in_an_unknown_shape_is_unreadable_not_lost() -> None:
     page = {
-        "succeeded": [{"batch_request_id": "a", "response": image_response("https://x/a.jpeg")}],
-        "failed": [{"batch_request_id": "b", "error_message": "moderation"}, {"batch_request_id": "c"}],
-        "pagination_token": "",
+        "results": [
+            {"batch_request_id": "x", "batch_result": {}},
+            {"batch_request_id": "y", "batch_result": {"response": {"a": {}, "b": {}}}},
+            {"batch_request_id": "z", "succeeded": True},
+        ]
     }
 
     results, token = parse_batch_results_page(page, "m")
 
     assert token is None
-    assert [(r.batch_request_id, r.error) for r in results] == [
-        ("a", None),
-        ("b", "moderation"),
-        ("c", "unknown error"),
-    ]
-    assert results[0].result is not None
+    assert [result.batch_request_id for result in results] == ["x", "y", "z"]
+    assert all(result.unreadable and result.result is None and result.error is None for result in results)
 
 
-def test_empty_page_is_the_last() -> None:
-    assert parse_batch_results_page({}, "m") == ([], None)
+@pytest.mark.parametrize("token", [None, ""])
+def test_a_page_without_a_token_is_the_last(token: str | None) -> None:
+    page: dict[str, Any] = {"results": []}
+    if token is not None:
+        page["pagination_token"] = token
+
+    assert parse_batch_results_page(page, "m") == ([], None)
+
+
+@pytest.mark.parametrize("page", [{}, {"succeeded": [], "failed": []}, {"results": {"a": 1}}])
+def test_a_page_without_a_results_list_is_an_error(page: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="'results' list"):
+        parse_batch_results_page(page, "m")
 
 
 # -- sniff_image_type and ImageWriter -------------------------------------------------------------
@@ -379,8 +391,11 @@ def test_defaults() -> None:
     parsed = settings(host=None)
 
     assert parsed.base_url == DEFAULT_BASE_URL
-    assert (parsed.connect_timeout, parsed.read_timeout) == (DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT)
+    assert (parsed.connect_timeout, parsed.read_timeout) == (DEFAULT_CONNECT_TIMEOUT, None)
+    assert parsed.timeout(image_request=True) == (DEFAULT_CONNECT_TIMEOUT, DEFAULT_IMAGE_READ_TIMEOUT) == (10.0, 900.0)
+    assert parsed.timeout() == (DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT) == (10.0, 120.0)
     assert parsed.max_retries == DEFAULT_MAX_RETRIES
+    assert parsed.max_ambiguous_retries == DEFAULT_MAX_AMBIGUOUS_RETRIES == 0
     assert parsed.default_model == DEFAULT_MODEL
     assert parsed.api_key.get_secret_value() == "xai-k"
 
@@ -393,20 +408,41 @@ def test_defaults() -> None:
         ("45", (DEFAULT_CONNECT_TIMEOUT, 45.0)),
         ([3, 60], (3.0, 60.0)),
         (["1.5", "20"], (1.5, 20.0)),
-        (None, (DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT)),
-        ("", (DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT)),
+        (None, (DEFAULT_CONNECT_TIMEOUT, None)),
+        ("", (DEFAULT_CONNECT_TIMEOUT, None)),
     ],
 )
-def test_timeout_as_a_number_or_connect_read_pair(timeout: Any, expected: tuple[float, float]) -> None:
+def test_timeout_as_a_number_or_connect_read_pair(timeout: Any, expected: tuple[float, float | None]) -> None:
     parsed = settings(timeout=timeout)
 
     assert (parsed.connect_timeout, parsed.read_timeout) == expected
+    if expected[1] is not None:  # a timeout the connection sets applies to every call
+        assert parsed.timeout() == parsed.timeout(image_request=True) == expected
+
+
+@pytest.mark.parametrize("value", ["fast", [1, 2, 3], {"read": 5}])
+def test_a_malformed_timeout_is_a_config_error(value: Any) -> None:
+    with pytest.raises(XaiConnectionConfigError, match="'xai_unit': extra 'timeout' must be seconds"):
+        settings(timeout=value)
+
+
+@pytest.mark.parametrize(("value", "expected"), [(3, 3), ("2", 2), (0, 0), (None, 0)])
+def test_max_ambiguous_retries(value: Any, expected: int) -> None:
+    assert settings(max_ambiguous_retries=value).max_ambiguous_retries == expected
+
+
+@pytest.mark.parametrize("value", [-1, "many", 1.5, True])
+def test_a_bad_retry_count_is_a_config_error(value: Any) -> None:
+    with pytest.raises(XaiConnectionConfigError, match="'max_ambiguous_retries' must be a whole number >= 0"):
+        settings(max_ambiguous_retries=value)
 
 
 def test_prefixed_extras_of_the_ui_form() -> None:
-    parsed = settings(extra__xai__timeout=12, extra__xai__max_retries="3", extra__xai__default_model="grok-2-image")
+    parsed = settings(
+        extra__xai__timeout=12, extra__xai__max_retries="3", extra__xai__default_model="grok-imagine-image"
+    )
 
-    assert (parsed.read_timeout, parsed.max_retries, parsed.default_model) == (12.0, 3, "grok-2-image")
+    assert (parsed.read_timeout, parsed.max_retries, parsed.default_model) == (12.0, 3, "grok-imagine-image")
 
 
 def test_plain_extras_win_over_prefixed_ones() -> None:
@@ -453,3 +489,20 @@ def test_settings_repr_masks_the_key() -> None:
 
     assert "xai-very-secret-key-123" not in repr(parsed)
     assert "xai-very-secret-key-123" not in repr(parsed.api_key)
+
+
+@pytest.mark.parametrize("password", ["xai-k-123456\n", "  xai-k-123456 ", "\txai-k-123456\r\n"])
+def test_whitespace_around_the_key_is_stripped(password: str) -> None:
+    assert settings(password=password).api_key.get_secret_value() == "xai-k-123456"
+
+
+@pytest.mark.parametrize("password", ["xai-k-12\n3456", "xai-k 123456", "xai-k-12\x003456", "xai-k-\u00e9123456"])
+def test_a_key_no_header_can_carry_is_refused_without_being_shown(password: str) -> None:
+    with pytest.raises(XaiConnectionConfigError) as raised:
+        settings(password=password)
+
+    message = str(raised.value)
+    assert "'xai_unit'" in message
+    assert "API key" in message
+    for part in (password, password.strip(), "xai-k-12", "3456", "123456"):
+        assert part not in message

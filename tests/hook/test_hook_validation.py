@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_xai_image.exceptions import XaiRequestValidationError
 from airflow_provider_xai_image.hooks.xai import XaiHook
-from airflow_provider_xai_image.models import XaiRequestValidationError
 from airflow_provider_xai_image.testing import XaiEmulator
 
 GOOD_SOURCE = "https://example.com/source.jpg"
@@ -25,7 +25,8 @@ BAD_INPUTS: list[tuple[dict[str, Any], str, tuple[str, ...]]] = [
     ({"aspect_ratio": ""}, "aspect_ratio", ("'16:9'",)),
     ({"resolution": "4k"}, "resolution", ("'1k'", "'2k'")),
     ({"resolution": "2K"}, "resolution", ("'1k'", "'2k'")),
-    ({"quality": "ultra"}, "quality", ("'low'", "'medium'", "'high'")),
+    ({"quality": "ultra"}, "quality", ("'low'", "'medium'")),
+    ({"quality": "high"}, "quality", ("'low'", "'medium'")),  # refused by xAI since revision 2
     ({"response_format": "png"}, "response_format", ("'url'", "'b64_json'")),
     ({"prompt": ""}, "prompt", ("non-blank",)),
     ({"prompt": "   "}, "prompt", ("non-blank",)),
@@ -65,6 +66,8 @@ def test_bad_input_is_rejected_before_any_request(
     assert f"{parameter}: " in message
     for fragment in allowed:
         assert fragment in message
+    if parameter == "quality":
+        assert "'high'" not in message.partition("quality: ")[2].partition("(got")[0]  # not offered
     assert emulator.requests_log == []
     assert emulator.images_billed == 0
 
@@ -109,10 +112,11 @@ def test_rejection_of_a_huge_data_uri_does_not_echo_it(hook: XaiHook, emulator: 
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"n": 10, "quality": "high", "resolution": "2k", "aspect_ratio": "19.5:9"},
-        {"n": 1, "response_format": "b64_json", "user": "end-user-7"},
+        {"n": 10, "quality": "medium", "resolution": "2k", "aspect_ratio": "19.5:9"},
+        {"n": 1, "quality": "low", "response_format": "b64_json", "user": "end-user-7"},
         {"source_images": [GOOD_SOURCE, GOOD_SOURCE, GOOD_SOURCE], "aspect_ratio": "auto"},
-        {"model": "grok-2-image-1212"},
+        {"model": "grok-imagine-image-2.0", "quality": "low"},
+        {"model": "grok-imagine-image-pro"},
     ],
 )
 def test_boundary_values_are_accepted_and_sent(hook: XaiHook, emulator: XaiEmulator, kwargs: dict[str, Any]) -> None:
@@ -124,3 +128,14 @@ def test_boundary_values_are_accepted_and_sent(hook: XaiHook, emulator: XaiEmula
     for name, value in kwargs.items():
         if name != "source_images":
             assert body[name] == value
+
+
+def test_quality_high_is_refused_before_any_request(hook: XaiHook, emulator: XaiEmulator) -> None:
+    with pytest.raises(XaiRequestValidationError) as raised:
+        hook.generate_images("a detailed cat", model="grok-imagine-image-2.0", quality="high")
+
+    message = str(raised.value)
+    assert message.startswith("Invalid xAI image request: quality: ")
+    assert "'high'" in message  # what was given
+    assert emulator.requests_log == []
+    assert emulator.images_billed == 0
