@@ -55,7 +55,8 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     },
 }
 
-#: Extra fields shown in the connection form (Airflow's declarative ``conn-fields``).
+#: Extra fields shown in the connection form (Airflow's declarative ``conn-fields``). They start empty, with
+#: the defaults as placeholders, so a connection saved from the UI follows the defaults of later versions.
 CONN_FIELDS: dict[str, Any] = {
     "timeout": {
         "label": "Timeout (seconds)",
@@ -63,12 +64,12 @@ CONN_FIELDS: dict[str, Any] = {
             f"Read timeout of one request (default {DEFAULT_IMAGE_READ_TIMEOUT:g} s for image requests, "
             f"{DEFAULT_READ_TIMEOUT:g} s for others); the connect timeout is {DEFAULT_CONNECT_TIMEOUT:g} s."
         ),
-        "schema": {"type": ["number", "null"], "default": DEFAULT_IMAGE_READ_TIMEOUT},
+        "schema": {"type": ["number", "null"]},
     },
     "max_retries": {
         "label": "Max retries",
         "description": "Retries of 429, 503 and connection errors (exponential backoff, Retry-After honoured).",
-        "schema": {"type": ["integer", "null"], "default": DEFAULT_MAX_RETRIES},
+        "schema": {"type": ["integer", "null"]},
     },
     "max_ambiguous_retries": {
         "label": "Max ambiguous retries",
@@ -76,12 +77,12 @@ CONN_FIELDS: dict[str, Any] = {
             "Re-sends of a paid image request that may have reached xAI (read timeout, dropped "
             "connection, 500/502/504). Each may be billed; 0 never pays twice."
         ),
-        "schema": {"type": ["integer", "null"], "default": DEFAULT_MAX_AMBIGUOUS_RETRIES},
+        "schema": {"type": ["integer", "null"]},
     },
     "default_model": {
         "label": "Default model",
         "description": "Model used when a task names none.",
-        "schema": {"type": ["string", "null"], "default": DEFAULT_MODEL},
+        "schema": {"type": ["string", "null"]},
     },
 }
 
