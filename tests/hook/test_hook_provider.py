@@ -78,10 +78,13 @@ def test_connection_form_has_the_extra_fields(providers_manager) -> None:
         assert widget.hook_class_name == "airflow_provider_xai_image.hooks.xai.XaiHook"
         assert widget.field_name == name
         assert widget.is_sensitive is False
-    assert widgets["extra__xai__default_model"].field["value"] == "grok-imagine-image-quality"
-    assert widgets["extra__xai__max_retries"].field["value"] == 5
-    assert widgets["extra__xai__max_ambiguous_retries"].field["value"] == 0  # never pay twice by default
-    assert widgets["extra__xai__timeout"].field["value"] == 900.0  # image requests take minutes
+        # Empty in the form: a connection saved from the UI follows the provider's defaults, shown as placeholders.
+        assert widget.field.get("value") is None
+    placeholders = providers_manager.field_behaviours["xai"]["placeholders"]
+    assert placeholders["extra__xai__default_model"] == "grok-imagine-image-quality"
+    assert placeholders["extra__xai__max_retries"] == "5"
+    assert placeholders["extra__xai__max_ambiguous_retries"] == "0"  # never pay twice by default
+    assert placeholders["extra__xai__timeout"] == "900.0"  # image requests take minutes
 
 
 def test_prefixed_form_extras_are_read_by_the_hook(emulator, monkeypatch: pytest.MonkeyPatch) -> None:
