@@ -32,7 +32,7 @@ from airflow_provider_xai_image.operators.base import (
     failing_without_retry,
 )
 from airflow_provider_xai_image.params import TaskParameters
-from airflow_provider_xai_image.records import RequestRecord, batch_fingerprint
+from airflow_provider_xai_image.records import RequestRecord, batch_fingerprint, merge_records
 from airflow_provider_xai_image.storage import ImageStore, safe_segment
 from airflow_provider_xai_image.triggers.batch import XaiBatchTrigger
 
@@ -85,7 +85,9 @@ def store_batch_results(
             )
             store.add_record(record)
             return record
-        record = store.store_result(index, prompt, result.result, fingerprint)
+        # Stored again after an earlier try lost some of its images: its cost is recorded already.
+        stored = result.result if index not in records else result.result.model_copy(update={"cost_usd_ticks": 0})
+        record = store.store_result(index, prompt, stored, fingerprint)
         for image in record.images:
             if image.error:
                 lost[f"{result.batch_request_id}/image {image.image_index}"] = image.error
@@ -95,13 +97,15 @@ def store_batch_results(
         nonlocal succeeded
         succeeded += result.result is not None
         record = records.get(int(result.batch_request_id)) if result.batch_request_id.isdigit() else None
+        if record is not None and result.result is not None:  # images an earlier try could not store
+            return len(record.done_images) < len(result.result.images)
         return record is None or (not record.done_images and record.error is None)
 
     results = (result for batch in batches for result in hook.iter_batch_results(batch.batch_id, model=model))
     with store:
         for record in map_concurrently(store_one, filter(todo, results), max_concurrency):
             if record is not None:
-                records[record.prompt_index] = record
+                records[record.prompt_index] = merge_records(records.get(record.prompt_index), record)
     reported = sum(batch.state.num_success for batch in batches)
     if succeeded < reported:
         lost["(missing)"] = f"xAI counts {reported} succeeded requests but its results listed {succeeded}"

@@ -7,6 +7,9 @@ the connection as ``AIRFLOW_CONN_XAI_DEFAULT``; DAG subprocesses get it through 
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 from batch_support import conn_json
 
@@ -16,7 +19,8 @@ from airflow_provider_xai_image.testing import XaiEmulator
 
 @pytest.fixture
 def emulator(xai_emulator: XaiEmulator) -> XaiEmulator:
-    """The plugin's emulator; batch requests complete 1 s after being added; creations unthrottled."""
+    """The plugin's emulator; batch requests complete 1 s after the input file was validated (0.2 s);
+    creations unthrottled."""
     xai_emulator.configure(batch_seconds=1.0, batch_create_per_second=None, retry_after=0)
     return xai_emulator
 
@@ -32,3 +36,17 @@ def hook(emulator: XaiEmulator, monkeypatch: pytest.MonkeyPatch) -> XaiHook:
 def output_uri(moto_s3, s3_bucket: str) -> str:
     """``s3://aws_moto@<fresh bucket>/images/``."""
     return moto_s3.url(s3_bucket, "images/")
+
+
+@pytest.fixture
+def uploads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Every batch input file uploaded in this process (still sent to the emulator): ``(filename, lines)``."""
+    sent: list[tuple[str, list[dict[str, Any]]]] = []
+    original = XaiHook.upload_batch_file
+
+    def recording(self: XaiHook, filename: str, content: bytes) -> str:
+        sent.append((filename, [json.loads(line) for line in content.splitlines()]))
+        return original(self, filename, content)
+
+    monkeypatch.setattr(XaiHook, "upload_batch_file", recording)
+    return sent

@@ -9,13 +9,15 @@ reschedule-mode sensor is re-poked about once a second.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 from batch_support import (
-    EMULATED_FAILURE,
+    EMULATED_FAILURE_CODED,
     EXPIRED_MESSAGE,
+    REFUSED_MESSAGE,
     BatchWatcher,
     batches_created,
     calls,
@@ -23,10 +25,12 @@ from batch_support import (
     expire,
     image_downloads,
     no_key_in,
+    refuse,
     write_dag,
 )
 from dag_runner import DagTestResult
 
+from airflow_provider_xai_image.records import batch_fingerprint
 from airflow_provider_xai_image.storage import safe_segment
 from airflow_provider_xai_image.testing import XaiEmulator
 
@@ -41,7 +45,6 @@ BATCH_KEYS = {
     "cancel_time",
     "cancel_by_xai_message",
     "state",
-    "cost_breakdown",
 }
 
 
@@ -56,12 +59,14 @@ def assert_key_nowhere(result: DagTestResult, emulator: XaiEmulator) -> None:
     )
 
 
-def progress(batch_id: str, success: int, failed: int, pending: int, total: int, cost: str) -> str:
-    """A progress line as the sensor and trigger log it."""
-    return (
-        f"batch {batch_id}: {success} succeeded, {failed} failed, 0 cancelled, {pending} pending of {total}; "
-        f"cost so far {cost}"
-    )
+def progress(batch_id: str, success: int, failed: int, pending: int, total: int) -> str:
+    """A progress line as the sensor, the operator and the trigger log it."""
+    return f"batch {batch_id}: {success} succeeded, {failed} failed, 0 cancelled, {pending} pending of {total}"
+
+
+def validating(batch_id: str) -> str:
+    """What they log while xAI validates the input file (every counter 0)."""
+    return f"batch {batch_id}: xAI is validating the input file"
 
 
 def batch_gets(emulator: XaiEmulator, batch_id: str) -> int:
@@ -100,16 +105,17 @@ with DAG(dag_id="xai_batch_sensor_modes", schedule=None, start_date=datetime(202
             timeout=120,
         )
         if previous is not None:
-            previous >> submit  # one after the other: each sensor meets a batch that is still running
+            previous >> submit  # one after the other: each sensor meets a batch that is still validating
         submit >> wait
         previous = wait
 """
 
 
-def test_sensor_waits_for_a_batch_in_poke_reschedule_and_deferrable_mode(
+def test_sensor_waits_through_validation_for_a_batch_in_poke_reschedule_and_deferrable_mode(
     run_dag_test, emulator: XaiEmulator, output_uri: str, tmp_path: Path
 ) -> None:
-    emulator.configure(batch_seconds=1.5)
+    # xAI validates each input file for 0.8 s (every counter 0: not done), then runs it for 1.5 s.
+    emulator.configure(batch_validation_seconds=0.8, batch_seconds=1.5)
     dag = write_dag(tmp_path, "xai_batch_sensor_modes", SENSOR_MODES_DAG, output_uri=output_uri)
 
     result = run_dag_test(dag, env=dag_env(emulator))
@@ -119,7 +125,7 @@ def test_sensor_waits_for_a_batch_in_poke_reschedule_and_deferrable_mode(
     for mode in modes:
         batch_id = result.xcom(f"submit_{mode}")
         assert batch_id == result.xcom(f"submit_{mode}", key="batch_id")
-        final = result.xcom(f"wait_{mode}")  # the final batch state is the sensor's XCom
+        [final] = result.xcom(f"wait_{mode}")  # the final batch states are the sensor's XCom
         assert final.keys() == BATCH_KEYS
         assert final["batch_id"] == batch_id
         assert final["state"] == {
@@ -129,13 +135,13 @@ def test_sensor_waits_for_a_batch_in_poke_reschedule_and_deferrable_mode(
             "num_error": 0,
             "num_cancelled": 0,
         }
-        assert final["cost_breakdown"] == {"total_cost_usd_ticks": 300_000_000}
         assert batch_gets(emulator, batch_id) >= 2, f"{mode}: the batch was done at the first look"
         result.assert_in_output(
-            progress(batch_id, 0, 0, 3, 3, "$0.0000"),  # while pending (the trigger logs it in deferrable mode)
-            progress(batch_id, 3, 0, 0, 3, "$0.0300"),
+            validating(batch_id),  # all-zero counters: it kept waiting (the trigger logs it in deferrable mode)
+            progress(batch_id, 3, 0, 0, 3),
         )
     assert batches_created(emulator) == 3
+    assert emulator.images_billed == 9
     # reschedule mode gave its slot back between pokes; only the deferrable sensor deferred
     assert result.output.count("Rescheduling task, marking task as UP_FOR_RESCHEDULE") >= 1
     assert result.output.count("Pausing task as DEFERRED") == 1
@@ -146,7 +152,7 @@ def test_sensor_waits_for_a_batch_in_poke_reschedule_and_deferrable_mode(
 # --------------------------------------------------------------------------- the sensor failing
 
 SENSOR_FAILURES_DAG = """
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.sdk import DAG
 
@@ -181,25 +187,31 @@ with DAG(dag_id="xai_batch_sensor_failures", schedule=None, start_date=datetime(
     store_under = XaiStoreBatchResultsOperator(
         task_id="store_under", batch_id=submit_under.output, output_uri=OUTPUT, prompts=under_prompts
     )
-    # xAI expires the batch while the sensor pokes
-    submit_expired = XaiBatchGenerateImagesOperator(
-        task_id="submit_expired", prompts=["a", "b", "c"], output_uri=OUTPUT, wait_for_completion=False
+    # xAI refuses the batch while the sensor pokes: no retry can help, though retries are allowed
+    submit_refused = XaiBatchGenerateImagesOperator(
+        task_id="submit_refused", prompts=["a", "b", "c"], output_uri=OUTPUT, wait_for_completion=False
     )
-    wait_expired = XaiBatchSensor(task_id="wait_expired", batch_id=submit_expired.output, poke_interval=0.3)
+    wait_refused = XaiBatchSensor(
+        task_id="wait_refused",
+        batch_id=submit_refused.output,
+        poke_interval=0.3,
+        retries=3,
+        retry_delay=timedelta(seconds=1),
+    )
 
     submit_over >> wait_over
     submit_under >> wait_under >> store_under
-    submit_expired >> wait_expired
+    submit_refused >> wait_refused
 """
 
 
-def test_sensor_fails_clearly_on_too_many_failures_and_an_expired_batch_and_passes_under_the_fraction(
+def test_sensor_fails_clearly_on_too_many_failures_and_a_refused_batch_and_passes_under_the_fraction(
     run_dag_test, emulator: XaiEmulator, output_uri: str, moto_s3, s3_bucket: str, tmp_path: Path
 ) -> None:
     emulator.configure(batch_seconds=1.5)
     dag = write_dag(tmp_path, "xai_batch_sensor_failures", SENSOR_FAILURES_DAG, output_uri=output_uri)
 
-    with BatchWatcher(emulator, "submit_expired", expire) as watcher:
+    with BatchWatcher(emulator, "submit_refused", refuse) as watcher:
         result = run_dag_test(dag, env=dag_env(emulator), check=False)
 
     assert result.dag_run_state == "failed"
@@ -209,32 +221,33 @@ def test_sensor_fails_clearly_on_too_many_failures_and_an_expired_batch_and_pass
         submit_under="success",
         wait_under="success",
         store_under="success",
-        submit_expired="success",
-        wait_expired="failed",
+        submit_refused="success",
+        wait_refused="failed",
     )
-    over_id, under_id, expired_id = (result.xcom(f"submit_{name}") for name in ("over", "under", "expired"))
+    over_id, under_id, refused_id = (result.xcom(f"submit_{name}") for name in ("over", "under", "refused"))
     # too many failures: the message says how many and what was allowed
     result.assert_in_output(
-        f"{progress(over_id, 7, 3, 0, 10, '$0.0700')}; 3 failed requests, over max_failed_fraction=0.2 (2 allowed)"
+        f"{progress(over_id, 7, 3, 0, 10)}; 3 failed requests, over max_failed_fraction=0.2 (2 allowed)"
     )
-    # expired by xAI: xAI's own message
-    assert watcher.done == [expired_id]
+    # refused by xAI: xAI's own message, and the task failed at its first try in spite of retries=3
+    assert watcher.done == [refused_id]
     result.assert_in_output(
-        f"batch {expired_id}: 0 succeeded, 0 failed, 3 cancelled, 0 pending of 3; cost so far $0.0000; "
-        f"cancelled: {EXPIRED_MESSAGE}"
+        f"batch {refused_id}: 0 succeeded, 0 failed, 3 cancelled, 0 pending of 3; xAI cancelled it: {REFUSED_MESSAGE}",
+        "XaiBatchRefusedError cannot be fixed by a retry: failing the task without retrying.",
     )
-    assert "XaiBatchFailedError" in result.output
-    # under the fraction: success, the final state as XCom, the failure listed in the manifest (the three
+    assert result.ti("wait_refused").try_number == 1
+    # under the fraction: success, the final states as XCom, the failure listed in the manifest (the three
     # branches run in no fixed order, so this sensor may find its batch done at its first poke)
-    final = result.xcom("wait_under")
+    [final] = result.xcom("wait_under")
     assert final["batch_id"] == under_id
     assert (final["state"]["num_success"], final["state"]["num_error"]) == (9, 1)
-    result.assert_in_output(progress(under_id, 9, 1, 0, 10, "$0.0900"))
+    result.assert_in_output(progress(under_id, 9, 1, 0, 10))
     uris = result.xcom("store_under")
     assert len(uris) == 9
     assert not any("/p00004-" in uri for uri in uris)
     manifest = s3_manifest(moto_s3, s3_bucket, result.xcom("store_under", key="manifest"))
-    assert manifest["errors"] == [{"prompt_index": 4, "prompt": "under 4[[fail]]", "error": EMULATED_FAILURE}]
+    # a batch's first failure comes as an error object (the emulator's "mixed" shapes): xAI's code is kept
+    assert manifest["errors"] == [{"prompt_index": 4, "prompt": "under 4[[fail]]", "error": EMULATED_FAILURE_CODED}]
     assert [image["uri"] for image in manifest["images"]] == uris
     prefix = f"images/{safe_segment(result.run_id)}/store_under/"
     assert len([key for key in moto_s3.keys(s3_bucket, prefix) if key.endswith(".jpg")]) == 9
@@ -305,29 +318,36 @@ def test_batch_generate_operator_waits_deferred_or_polling_and_judges_failures(
     )
     run = f"s3://aws_moto@{s3_bucket}/images/{safe_segment(result.run_id)}"
     # deferrable, all good: waited on the (inline) triggerer, then stored every image
-    assert result.xcom("deferred") == [f"{run}/deferred/p{i:05d}-i00.jpg" for i in range(4)]
     deferred_id = result.xcom("deferred", key="batch_id")
+    fingerprint = batch_fingerprint([deferred_id])
+    assert result.xcom("deferred") == [f"{run}/deferred/p{i:05d}-i00-{fingerprint}.jpg" for i in range(4)]
     assert batch_gets(emulator, deferred_id) >= 2
     manifest = s3_manifest(moto_s3, s3_bucket, result.xcom("deferred", key="manifest"))
     assert (manifest["totals"]["images"], manifest["errors"]) == (4, [])
     assert manifest["parameters"]["batch_id"] == deferred_id
     # polling, 1 of 10 failed with 2 allowed: the 9 images stored and returned, the failure in the manifest
+    under_id = result.xcom("polling_under", key="batch_id")
     uris = result.xcom("polling_under")
-    assert uris == [f"{run}/polling_under/p{i:05d}-i00.jpg" for i in range(10) if i != 6]
+    fingerprint = batch_fingerprint([under_id])
+    assert uris == [f"{run}/polling_under/p{i:05d}-i00-{fingerprint}.jpg" for i in range(10) if i != 6]
     manifest = s3_manifest(moto_s3, s3_bucket, result.xcom("polling_under", key="manifest"))
-    assert manifest["errors"] == [{"prompt_index": 6, "prompt": "polling under 6[[fail]]", "error": EMULATED_FAILURE}]
+    assert manifest["errors"] == [
+        {"prompt_index": 6, "prompt": "polling under 6[[fail]]", "error": EMULATED_FAILURE_CODED}
+    ]
     assert manifest["totals"]["failed_requests"] == 1
     assert manifest["parameters"]["max_failed_fraction"] == 0.2
     for uri in uris:
         assert moto_s3.get_bytes(s3_bucket, uri.split(f"{s3_bucket}/", 1)[1])[:3] == b"\xff\xd8\xff"
     # failures over the fraction, in both ways of waiting, and an expired batch: clear messages, nothing stored
     over_id = result.xcom("polling_over", key="batch_id")
+    expired_id = result.xcom("deferred_expired", key="batch_id")
     result.assert_in_output(
-        f"{progress(over_id, 6, 4, 0, 10, '$0.0600')}; 4 failed requests, over max_failed_fraction=0.2 (2 allowed)",
-        f"{progress(result.xcom('deferred_over', key='batch_id'), 2, 2, 0, 4, '$0.0200')}; "
+        f"{progress(over_id, 6, 4, 0, 10)}; 4 failed requests, over max_failed_fraction=0.2 (2 allowed)",
+        f"{progress(result.xcom('deferred_over', key='batch_id'), 2, 2, 0, 4)}; "
         "2 failed requests, over max_failed_fraction=0.25 (1 allowed)",
-        f"0 succeeded, 0 failed, 2 cancelled, 0 pending of 2; cost so far $0.0000; cancelled: {EXPIRED_MESSAGE}",
+        f"batch {expired_id}: 0 succeeded, 0 failed, 2 cancelled, 0 pending of 2; xAI cancelled it: {EXPIRED_MESSAGE}",
     )
+    assert result.ti("deferred_expired").try_number == 1
     for task in ("deferred_over", "deferred_expired", "polling_over"):
         assert moto_s3.keys(s3_bucket, f"images/{safe_segment(result.run_id)}/{task}/") == []
     assert result.output.count("[DAG TEST] running trigger in line") == 3
@@ -353,7 +373,7 @@ BATCH_ID = "{{ ti.xcom_pull(task_ids='submit', key='batch_id') }}"
 
 with DAG(dag_id="xai_batch_reconnect_store", schedule=None, start_date=datetime(2026, 1, 1), catchup=False):
     submit = XaiBatchGenerateImagesOperator(
-        task_id="submit", prompts=PROMPTS, output_uri=OUTPUT, wait_for_completion=False
+        task_id="submit", prompts=PROMPTS, output_uri=OUTPUT, response_format="url", wait_for_completion=False
     )
     wait = XaiBatchSensor(task_id="wait", batch_id=BATCH_ID, poke_interval=0.2, max_failed_fraction=0.05)
     store = XaiStoreBatchResultsOperator(task_id="store", batch_id=BATCH_ID, output_uri=OUTPUT, prompts=PROMPTS)
@@ -364,7 +384,7 @@ with DAG(dag_id="xai_batch_reconnect_store", schedule=None, start_date=datetime(
 def test_rerun_submit_reconnects_and_rerun_store_downloads_nothing_new(
     dag_runner, emulator: XaiEmulator, output_uri: str, moto_s3, s3_bucket: str, tmp_path: Path
 ) -> None:
-    emulator.configure(batch_seconds=0.3, results_shape="succeeded_failed")
+    emulator.configure(batch_seconds=0.3)
     dag = write_dag(tmp_path, "xai_batch_reconnect_store", RECONNECT_STORE_DAG, output_uri=output_uri)
     env = dag_env(emulator)
 
@@ -373,22 +393,27 @@ def test_rerun_submit_reconnects_and_rerun_store_downloads_nothing_new(
     first.assert_task_states(submit="success", wait="success", store="success")
     batch_id = first.xcom("submit")
     assert first.xcom("submit", key="batch_id") == batch_id
-    assert first.state_store("submit") == {"xai_batch_id": batch_id}
+    assert first.state_store("submit") == {"xai_batch_ids": batch_id}
     assert batches_created(emulator) == 1
-    add_calls = len(calls(emulator, "POST", f"/v1/batches/{batch_id}/requests"))
+    assert emulator.stats()["files_uploaded"] == 1
     results_path = f"/v1/batches/{batch_id}/results"
-    assert len(calls(emulator, "GET", results_path)) == 2  # 150 results: pages of 100 and 50
+    pages = calls(emulator, "GET", results_path)
+    assert [page.query.split("&")[0] for page in pages] == ["limit=100", "limit=100"]  # 150 results: 100 + 50
+    assert "pagination_token=" in pages[1].query
     assert len(image_downloads(emulator)) == 148
+    assert emulator.images_billed == 148
     uris = first.xcom("store")
     assert len(uris) == 148
     manifest = s3_manifest(moto_s3, s3_bucket, first.xcom("store", key="manifest"))
-    assert [(e["prompt_index"], e["error"]) for e in manifest["errors"]] == [
-        (12, EMULATED_FAILURE),
-        (120, EMULATED_FAILURE),
-    ]
+    assert [e["prompt_index"] for e in manifest["errors"]] == [12, 120]
+    assert all(e["error"].startswith("Image generation failed (emulated failure).") for e in manifest["errors"])
     assert (manifest["totals"]["requests"], manifest["totals"]["images"]) == (150, 148)
+    assert manifest["totals"]["cost_usd_ticks"] == emulator.cost_usd_ticks
     prefix = f"images/{safe_segment(first.run_id)}/store/"
-    assert len([key for key in moto_s3.keys(s3_bucket, prefix) if key.endswith(".jpg")]) == 148
+    stored = [key for key in moto_s3.keys(s3_bucket, prefix) if key.endswith(".jpg")]
+    assert len(stored) == 148
+    assert all(re.fullmatch(rf"{prefix}p\d{{5}}-i00-{batch_fingerprint([batch_id])}\.jpg", key) for key in stored)
+    first.assert_in_output("store the results within 1 hour of completion")  # the url format's warning
 
     # the submit task runs again in the same run (task_state_store kept): same batch, nothing re-sent
     listings, lookups = len(calls(emulator, "GET", "/v1/batches")), batch_gets(emulator, batch_id)
@@ -396,18 +421,19 @@ def test_rerun_submit_reconnects_and_rerun_store_downloads_nothing_new(
     assert again.run_id == first.run_id
     assert again.xcom("submit") == again.xcom("submit", key="batch_id") == batch_id
     assert batches_created(emulator) == 1
-    assert len(calls(emulator, "POST", f"/v1/batches/{batch_id}/requests")) == add_calls
+    assert emulator.stats()["files_uploaded"] == 1
     assert batch_gets(emulator, batch_id) == lookups + 1  # found by the stored id ...
     assert len(calls(emulator, "GET", "/v1/batches")) == listings  # ... without listing batches by name
     again.assert_in_output(f"Reconnecting to batch {batch_id}")
 
     # the store task runs again: every record is reused, no image is downloaded a second time
-    stored = dag_runner.run_task(first, "store", env=env)
-    assert stored.xcom("store") == uris
+    rerun = dag_runner.run_task(first, "store", env=env)
+    assert rerun.xcom("store") == uris
     assert len(image_downloads(emulator)) == 148
     assert len(calls(emulator, "GET", results_path)) == 4
     assert len([key for key in moto_s3.keys(s3_bucket, prefix) if key.endswith(".jpg")]) == 148
-    for result in (first, again, stored):
+    assert emulator.images_billed == 148
+    for result in (first, again, rerun):
         assert_key_nowhere(result, emulator)
 
 
@@ -429,12 +455,12 @@ def test_example_batch_dag_runs_against_the_emulator_and_moto(
 
     result.assert_task_states(submit="success", wait="success", store="success", check_images="success")
     assert result.xcom("check_images") == {"image/jpeg": 20}
-    images = [key for key in moto_s3.keys(s3_bucket, "examples/") if key.endswith(".jpg")]
-    assert len(images) == 20
-    assert images == [f"examples/{safe_segment(result.run_id)}/store/p{i:05d}-i00.jpg" for i in range(20)]
     batch_id = result.xcom("submit", key="batch_id")
-    assert result.xcom("wait")["state"]["num_success"] == 20
-    assert result.xcom("wait")["batch_id"] == batch_id
+    fingerprint = batch_fingerprint([batch_id])
+    images = [key for key in moto_s3.keys(s3_bucket, "examples/") if key.endswith(".jpg")]
+    assert images == [f"examples/{safe_segment(result.run_id)}/store/p{i:05d}-i00-{fingerprint}.jpg" for i in range(20)]
+    [final] = result.xcom("wait")
+    assert (final["batch_id"], final["state"]["num_success"]) == (batch_id, 20)
     manifest = s3_manifest(moto_s3, s3_bucket, result.xcom("store", key="manifest"))
     assert manifest["totals"]["images"] == 20
     assert manifest["images"][0]["prompt"] == "Catalogue photo of item 1: a wooden toy, white background"

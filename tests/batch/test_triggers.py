@@ -1,5 +1,6 @@
 """XaiBatchTrigger and XaiGenerateImagesTrigger against the emulator: serialize/rebuild round trip, one
-event of the documented shape from run(), the monotonic timeout, and no API key anywhere they write.
+event of the documented shape from run(), waiting through the validation of the input file, the
+monotonic timeout, and no API key anywhere they write.
 
 ``airflow dags test`` runs a trigger inline and does not enforce its timeout, so the timeout is tested
 here, directly, together with what the sensor and the operator make of a "timeout" event.
@@ -15,23 +16,35 @@ import time
 from typing import Any
 
 import pytest
-from airflow.providers.common.compat.sdk import AirflowSensorTimeout
+from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSensorTimeout
 from airflow.sdk.exceptions import TaskDeferred
 from airflow.sdk.serde import deserialize, serialize
 from airflow.triggers.base import BaseTrigger, TriggerEvent
-from batch_support import EXPIRED_MESSAGE, RUN_ID, make_context, no_key_in
+from batch_support import (
+    EXPIRED_MESSAGE,
+    JPEG_MAGIC,
+    RUN_ID,
+    calls,
+    make_context,
+    no_key_in,
+    submit_batch,
+    wait_until_counted,
+    wait_until_done,
+)
 
-from airflow_provider_xai_image.exceptions import XaiBatchFailedError
+from airflow_provider_xai_image.exceptions import XaiBatchFailedError, XaiBatchRefusedError
 from airflow_provider_xai_image.hooks.xai import XaiHook
 from airflow_provider_xai_image.models import Batch
 from airflow_provider_xai_image.operators.batch import XaiBatchGenerateImagesOperator
+from airflow_provider_xai_image.records import RequestRecord, batch_fingerprint, request_fingerprint
 from airflow_provider_xai_image.sensors.batch import XaiBatchSensor
-from airflow_provider_xai_image.storage import RequestRecord, task_output_path
+from airflow_provider_xai_image.storage import task_output_path
 from airflow_provider_xai_image.testing import BATCH_FAILURE_MARKER, MODERATION_MARKER, XaiEmulator
 from airflow_provider_xai_image.triggers.batch import XaiBatchTrigger
 from airflow_provider_xai_image.triggers.generate import XaiGenerateImagesTrigger
 
-BATCH_EVENT_KEYS = {"status", "batch_id", "message", "batch"}
+BATCH_EVENT_KEYS = {"status", "batch_ids", "message", "batches"}
+PRICE_TICKS = 500_000_000  # $0.05 per image (emulator's grok-imagine-image-quality)
 
 
 def rebuilt(trigger: BaseTrigger) -> BaseTrigger:
@@ -48,14 +61,8 @@ async def all_events(trigger: BaseTrigger) -> list[dict[str, Any]]:
     return [event.payload for event in events]
 
 
-def submit(hook: XaiHook, prompts: list[str], name: str = "trigger-test") -> str:
-    batch = hook.create_batch(name)
-    hook.add_batch_requests(batch.batch_id, [(str(i), hook.build_request(p)) for i, p in enumerate(prompts)])
-    return batch.batch_id
-
-
-def batch_gets(emulator: XaiEmulator, batch_id: str) -> int:
-    return len([r for r in emulator.requests_log if r.method == "GET" and r.path == f"/v1/batches/{batch_id}"])
+def batch_gets(emulator: XaiEmulator, batch_id: str) -> list:
+    return calls(emulator, "GET", f"/v1/batches/{batch_id}")
 
 
 # --------------------------------------------------------------------------- XaiBatchTrigger
@@ -63,14 +70,20 @@ def batch_gets(emulator: XaiEmulator, batch_id: str) -> int:
 
 def test_batch_trigger_serialize_round_trip() -> None:
     trigger = XaiBatchTrigger(
-        batch_id="batch_123", xai_conn_id="xai_other", poll_interval=2.5, timeout=90.0, max_failed_fraction=0.25
+        batch_ids=["batch_1", "batch_2"],
+        expected_requests=[10, 4],
+        xai_conn_id="xai_other",
+        poll_interval=2.5,
+        timeout=90.0,
+        max_failed_fraction=0.25,
     )
 
     classpath, kwargs = trigger.serialize()
 
     assert classpath == "airflow_provider_xai_image.triggers.batch.XaiBatchTrigger"
     assert kwargs == {
-        "batch_id": "batch_123",
+        "batch_ids": ["batch_1", "batch_2"],
+        "expected_requests": [10, 4],
         "xai_conn_id": "xai_other",
         "poll_interval": 2.5,
         "timeout": 90.0,
@@ -79,39 +92,57 @@ def test_batch_trigger_serialize_round_trip() -> None:
     again = rebuilt(trigger)
     assert type(again) is XaiBatchTrigger
     assert again.serialize() == (classpath, kwargs)
-    # timeout=None (wait forever) survives the trip too
-    forever = XaiBatchTrigger(batch_id="batch_123")
+    # timeout=None (wait forever) and unknown counts survive the trip too
+    forever = XaiBatchTrigger(batch_ids=["batch_1"])
     assert rebuilt(forever).serialize() == forever.serialize()
-    assert forever.serialize()[1]["timeout"] is None
+    assert (forever.serialize()[1]["timeout"], forever.serialize()[1]["expected_requests"]) == (None, None)
 
 
-async def test_batch_trigger_run_polls_until_done_and_yields_one_success_event(
+async def test_batch_trigger_polls_through_the_validation_until_done_and_yields_one_success_event(
     hook: XaiHook, emulator: XaiEmulator
 ) -> None:
-    emulator.configure(batch_seconds=0.6)
-    batch_id = submit(hook, ["a red kite", "a blue kite", "a green kite"])
-    trigger = rebuilt(XaiBatchTrigger(batch_id=batch_id, poll_interval=0.1, timeout=30))
-    assert trigger.serialize()[1]["batch_id"] == batch_id
+    emulator.configure(batch_validation_seconds=0.6, batch_seconds=0.3)
+    batch_id = submit_batch(hook, ["a red kite", "a blue kite", "a green kite"])
+    trigger = rebuilt(XaiBatchTrigger(batch_ids=[batch_id], expected_requests=[3], poll_interval=0.1, timeout=30))
 
     [event] = await all_events(trigger)
 
     assert set(event) == BATCH_EVENT_KEYS
-    assert event["status"] == "success"
-    assert event["batch_id"] == batch_id
-    assert event["message"].startswith(
-        f"batch {batch_id}: 3 succeeded, 0 failed, 0 cancelled, 0 pending of 3; cost so far $0.03"
-    )
-    batch = Batch.model_validate(event["batch"])
+    assert (event["status"], event["batch_ids"]) == ("success", [batch_id])
+    assert event["message"] == f"batch {batch_id}: 3 succeeded, 0 failed, 0 cancelled, 0 pending of 3"
+    [batch] = [Batch.model_validate(item) for item in event["batches"]]
     assert (batch.batch_id, batch.state.num_success, batch.state.num_pending) == (batch_id, 3, 0)
-    assert batch.cost_usd_ticks == emulator.cost_usd_ticks > 0
-    assert batch_gets(emulator, batch_id) >= 2  # it polled while the requests were pending
+    # it polled while every counter was 0 (xAI validating the file) and while the requests were pending
+    [create] = calls(emulator, "POST", "/v1/batches")
+    polls = batch_gets(emulator, batch_id)
+    assert len([poll for poll in polls if poll.time < create.time + 0.5]) >= 3
+    assert len(polls) >= 5
     assert json.loads(json.dumps(event)) == event  # an event is JSON
     no_key_in(emulator.api_key, trigger.serialize(), event)
 
 
+async def test_batch_trigger_waits_for_every_batch_of_a_job(hook: XaiHook, emulator: XaiEmulator) -> None:
+    emulator.configure(batch_seconds=0.1)
+    first = submit_batch(hook, ["kite 0", "kite 1"], name="job-part1of2")
+    wait_until_done(emulator, first)
+    emulator.configure(batch_seconds=0.8)  # the second part is still running when the first is done
+    second = submit_batch(hook, ["kite 2"], name="job-part2of2", first_index=2)
+    trigger = XaiBatchTrigger(batch_ids=[first, second], expected_requests=[2, 1], poll_interval=0.1, timeout=30)
+
+    [event] = await all_events(trigger)
+
+    assert (event["status"], event["batch_ids"]) == ("success", [first, second])
+    assert [batch["batch_id"] for batch in event["batches"]] == [first, second]
+    assert event["message"] == (
+        f"batch {first}: 2 succeeded, 0 failed, 0 cancelled, 0 pending of 2; "
+        f"batch {second}: 1 succeeded, 0 failed, 0 cancelled, 0 pending of 1"
+    )
+    assert len(batch_gets(emulator, first)) >= 5  # the finished part was polled until the other was done
+
+
 @pytest.mark.parametrize(
     ("fraction", "status"),
-    [(0.5, "success"), (0.2, "error")],
+    [(0.4, "success"), (0.2, "error")],
     ids=["within-max-failed-fraction", "over-max-failed-fraction"],
 )
 async def test_batch_trigger_judges_failed_requests_by_max_failed_fraction(
@@ -119,50 +150,60 @@ async def test_batch_trigger_judges_failed_requests_by_max_failed_fraction(
 ) -> None:
     emulator.configure(batch_seconds=0.2)
     prompts = [f"kite {i}" + (f" {BATCH_FAILURE_MARKER}" if i < 2 else "") for i in range(5)]
-    batch_id = submit(hook, prompts)
+    batch_id = submit_batch(hook, prompts)
 
-    [event] = await all_events(XaiBatchTrigger(batch_id=batch_id, poll_interval=0.1, max_failed_fraction=fraction))
+    [event] = await all_events(XaiBatchTrigger(batch_ids=[batch_id], poll_interval=0.1, max_failed_fraction=fraction))
 
     assert set(event) == BATCH_EVENT_KEYS
     assert event["status"] == status
     assert "3 succeeded, 2 failed" in event["message"]
-    if status == "error":
+    sensor = XaiBatchSensor(task_id="wait", batch_id=batch_id)
+    if status == "success":
+        assert sensor.execute_complete(make_context("wait"), event) == event["batches"]
+    else:
         assert event["message"].endswith("2 failed requests, over max_failed_fraction=0.2 (1 allowed)")
-        with pytest.raises(XaiBatchFailedError, match=r"over max_failed_fraction=0\.2"):
-            XaiBatchSensor(task_id="wait", batch_id=batch_id).execute_complete(make_context("wait"), event)
+        with pytest.raises(XaiBatchFailedError, match=r"over max_failed_fraction=0\.2") as failure:
+            sensor.execute_complete(make_context("wait"), event)
+        assert not isinstance(failure.value, XaiBatchRefusedError)  # too many failures: a retry may help
 
 
-async def test_batch_trigger_reports_a_batch_expired_by_xai_while_it_waits(
-    hook: XaiHook, emulator: XaiEmulator
-) -> None:
+async def test_batch_trigger_reports_a_batch_xai_expired_while_it_waits(hook: XaiHook, emulator: XaiEmulator) -> None:
     emulator.configure(batch_seconds=3600)
-    batch_id = submit(hook, ["a slow kite", "another slow kite"])
+    batch_id = submit_batch(hook, ["a slow kite", "another slow kite"])
+    wait_until_counted(emulator, batch_id)
     asyncio.get_running_loop().call_later(0.3, emulator.expire_batch, batch_id, EXPIRED_MESSAGE)
 
-    [event] = await all_events(XaiBatchTrigger(batch_id=batch_id, poll_interval=0.1, timeout=30))
+    [event] = await all_events(XaiBatchTrigger(batch_ids=[batch_id], poll_interval=0.1, timeout=30))
 
-    assert event["status"] == "error"
-    assert event["message"].endswith(f"cancelled: {EXPIRED_MESSAGE}")
-    assert "2 cancelled, 0 pending of 2" in event["message"]
-    assert event["batch"]["cancel_by_xai_message"] == EXPIRED_MESSAGE
-    assert batch_gets(emulator, batch_id) >= 2
-    with pytest.raises(XaiBatchFailedError, match=EXPIRED_MESSAGE):
-        XaiBatchSensor(task_id="wait", batch_id=batch_id).execute_complete(make_context("wait"), event)
+    assert event["status"] == "refused"
+    assert event["message"] == (
+        f"batch {batch_id}: 0 succeeded, 0 failed, 2 cancelled, 0 pending of 2; xAI cancelled it: {EXPIRED_MESSAGE}"
+    )
+    assert event["batches"][0]["cancel_by_xai_message"] == EXPIRED_MESSAGE
+    assert len(batch_gets(emulator, batch_id)) >= 2
+    # the sensor and the operator fail without retries, with xAI's message
+    operator = XaiBatchGenerateImagesOperator(task_id="gen", prompts=["x"], output_uri="file:///tmp/unused/")
+    for task in (XaiBatchSensor(task_id="wait", batch_id=batch_id), operator):
+        with pytest.raises(AirflowFailException, match=f"XaiBatchRefusedError: .*{EXPIRED_MESSAGE}$") as failure:
+            task.execute_complete(make_context(task.task_id), event)
+        assert isinstance(failure.value.__cause__, XaiBatchRefusedError)
 
 
 async def test_batch_trigger_reports_an_api_error_as_an_error_event(hook: XaiHook, emulator: XaiEmulator) -> None:
-    [event] = await all_events(XaiBatchTrigger(batch_id="batch_does_not_exist", poll_interval=0.1))
+    [event] = await all_events(XaiBatchTrigger(batch_ids=["batch_does_not_exist"], poll_interval=0.1))
 
-    assert set(event) == {"status", "batch_id", "message"}
-    assert (event["status"], event["batch_id"]) == ("error", "batch_does_not_exist")
-    assert event["message"].startswith("xAI GET /batches/batch_does_not_exist failed (HTTP 404): ")
-    assert event["message"].endswith("Batch batch_does_not_exist not found.")
+    assert set(event) == {"status", "batch_ids", "message"}
+    assert (event["status"], event["batch_ids"]) == ("error", ["batch_does_not_exist"])
+    assert event["message"] == (
+        "xAI GET /batches/batch_does_not_exist failed (HTTP 404): "
+        "Some requested entity was not found: Batch batch_does_not_exist not found."
+    )
 
 
 async def test_batch_trigger_times_out_on_the_monotonic_clock(hook: XaiHook, emulator: XaiEmulator) -> None:
-    emulator.configure(batch_seconds=3600)
-    batch_id = submit(hook, ["a kite that never lands"])
-    trigger = rebuilt(XaiBatchTrigger(batch_id=batch_id, poll_interval=0.1, timeout=0.35))
+    emulator.configure(batch_seconds=3600, batch_validation_seconds=0)
+    batch_id = submit_batch(hook, ["a kite that never lands"])
+    trigger = rebuilt(XaiBatchTrigger(batch_ids=[batch_id], poll_interval=0.1, timeout=0.35))
 
     started = time.monotonic()
     [event] = await all_events(trigger)
@@ -171,11 +212,10 @@ async def test_batch_trigger_times_out_on_the_monotonic_clock(hook: XaiHook, emu
     assert 0.35 <= elapsed < 5
     assert event == {
         "status": "timeout",
-        "batch_id": batch_id,
-        "message": f"batch {batch_id}: 0 succeeded, 0 failed, 0 cancelled, 1 pending of 1; cost so far $0.0000; "
-        "still pending after 0.35 s",
+        "batch_ids": [batch_id],
+        "message": f"batch {batch_id}: 0 succeeded, 0 failed, 0 cancelled, 1 pending of 1; still pending after 0.35 s",
     }
-    assert batch_gets(emulator, batch_id) >= 2
+    assert len(batch_gets(emulator, batch_id)) >= 2
 
     # the sensor turns it into a sensor timeout (not a plain failure) ...
     sensor = XaiBatchSensor(task_id="wait", batch_id=batch_id, deferrable=True, timeout=0.35)
@@ -189,7 +229,12 @@ async def test_batch_trigger_times_out_on_the_monotonic_clock(hook: XaiHook, emu
 
 def test_deferring_sensor_hands_its_settings_to_the_trigger(hook: XaiHook, emulator: XaiEmulator) -> None:
     sensor = XaiBatchSensor(
-        task_id="wait", batch_id="batch_42", deferrable=True, poke_interval=7, timeout=600, max_failed_fraction=0.1
+        task_id="wait",
+        batch_id="batch_42, batch_43",
+        deferrable=True,
+        poke_interval=7,
+        timeout=600,
+        max_failed_fraction=0.1,
     )
 
     with pytest.raises(TaskDeferred) as deferred:
@@ -200,7 +245,8 @@ def test_deferring_sensor_hands_its_settings_to_the_trigger(hook: XaiHook, emula
     assert trigger.serialize() == (
         "airflow_provider_xai_image.triggers.batch.XaiBatchTrigger",
         {
-            "batch_id": "batch_42",
+            "batch_ids": ["batch_42", "batch_43"],
+            "expected_requests": None,
             "xai_conn_id": "xai_default",
             "poll_interval": 7,
             "timeout": 600,
@@ -210,28 +256,42 @@ def test_deferring_sensor_hands_its_settings_to_the_trigger(hook: XaiHook, emula
     assert emulator.requests_log == []  # deferring sends nothing
 
 
-def test_deferring_operator_submits_then_defers_without_the_key(
-    hook: XaiHook, emulator: XaiEmulator, output_uri: str
+async def test_deferring_operator_submits_defers_without_the_key_and_stores_after_the_event(
+    hook: XaiHook, emulator: XaiEmulator, output_uri: str, moto_s3, s3_bucket: str
 ) -> None:
+    emulator.configure(batch_seconds=0.2)
     operator = XaiBatchGenerateImagesOperator(
-        task_id="gen", prompts=["one", "two"], output_uri=output_uri, deferrable=True, poll_interval=3, timeout=120
+        task_id="gen", prompts=["one", "two"], output_uri=output_uri, deferrable=True, poll_interval=0.1, timeout=120
     )
     context = make_context("gen")
 
     with pytest.raises(TaskDeferred) as deferred:
-        operator.execute(context)
+        await asyncio.to_thread(operator.execute, context)
 
     batch_id = context["ti"].xcoms["batch_id"]
     classpath, kwargs = deferred.value.trigger.serialize()
     assert kwargs == {
-        "batch_id": batch_id,
+        "batch_ids": [batch_id],
+        "expected_requests": [2],
         "xai_conn_id": "xai_default",
-        "poll_interval": 3,
+        "poll_interval": 0.1,
         "timeout": 120.0,
         "max_failed_fraction": 0.0,
     }
-    assert emulator.backend.get_batch(batch_id)["state"]["num_requests"] == 2
     no_key_in(emulator.api_key, classpath, kwargs, serialize(kwargs), context["ti"].xcoms)
+    # the triggerer's event brings the task back to a worker, which stores the images
+    [event] = await all_events(rebuilt(deferred.value.trigger))
+    resumed = XaiBatchGenerateImagesOperator(task_id="gen", prompts=["one", "two"], output_uri=output_uri)
+
+    uris = await asyncio.to_thread(resumed.execute_complete, context, event)
+
+    fingerprint = batch_fingerprint([batch_id])
+    assert [uri.rsplit("/", 1)[1] for uri in uris] == [f"p{i:05d}-i00-{fingerprint}.jpg" for i in range(2)]
+    assert resumed.submitted_batch_ids == [batch_id]
+    assert calls(emulator, "POST", "/v1/batches")[0].status == 200
+    assert len(calls(emulator, "POST", "/v1/batches")) == 1
+    for uri in uris:
+        assert moto_s3.get_bytes(s3_bucket, uri.split(f"{s3_bucket}/", 1)[1])[:3] == JPEG_MAGIC
 
 
 # --------------------------------------------------------------------------- XaiGenerateImagesTrigger
@@ -239,23 +299,26 @@ def test_deferring_operator_submits_then_defers_without_the_key(
 
 def generate_trigger(hook: XaiHook, output_uri: str, prompts: dict[int, tuple[str, int]], **kwargs: Any):
     folder = task_output_path(output_uri, RUN_ID, "generate", -1)
-    requests = {
-        index: hook.build_request(prompt, n=n).model_dump(exclude={"source_images"}, exclude_none=True)
-        for index, (prompt, n) in prompts.items()
-    }
-    return XaiGenerateImagesTrigger(requests=requests, folder=str(folder), **kwargs), folder
+    requests = {index: hook.build_request(prompt, n=n) for index, (prompt, n) in prompts.items()}
+    trigger = XaiGenerateImagesTrigger(
+        requests={i: r.model_dump(exclude={"source_images"}, exclude_none=True) for i, r in requests.items()},
+        fingerprints={index: request_fingerprint(request) for index, request in requests.items()},
+        prices=dict.fromkeys(requests, PRICE_TICKS),
+        prompts=[prompt for prompt, _ in prompts.values()],
+        folder=str(folder),
+        **kwargs,
+    )
+    return trigger, folder, {index: request_fingerprint(request) for index, request in requests.items()}
 
 
 def test_generate_trigger_serialize_round_trip(hook: XaiHook, output_uri: str) -> None:
-    trigger, folder = generate_trigger(
+    trigger, folder, fingerprints = generate_trigger(
         hook,
         output_uri,
         {0: ("a lighthouse", 1), 3: ("a harbour", 2)},
         max_concurrency=2,
         on_moderation="skip",
         max_cost_usd=1.5,
-        spent_usd_ticks=10,
-        estimate_usd_ticks=200_000_000,
     )
 
     classpath, kwargs = trigger.serialize()
@@ -265,46 +328,62 @@ def test_generate_trigger_serialize_round_trip(hook: XaiHook, output_uri: str) -
         "0": {"prompt": "a lighthouse", "model": "grok-imagine-image-quality", "n": 1, "response_format": "url"},
         "3": {"prompt": "a harbour", "model": "grok-imagine-image-quality", "n": 2, "response_format": "url"},
     }
+    assert kwargs["fingerprints"] == {"0": fingerprints[0], "3": fingerprints[3]}
+    assert kwargs["prices"] == {"0": PRICE_TICKS, "3": PRICE_TICKS}
     assert kwargs["folder"] == str(folder)
     assert kwargs["folder"].startswith("s3://aws_moto@")
     again = rebuilt(trigger)
     assert type(again) is XaiGenerateImagesTrigger
     assert again.serialize() == (classpath, kwargs)
-    assert again.requests.keys() == {0, 3}  # int prompt indexes again after the JSON trip
+    assert again.requests.keys() == again.fingerprints.keys() == {0, 3}  # int prompt indexes after the JSON trip
     no_key_in(hook.settings.api_key.get_secret_value(), kwargs)
 
 
-async def test_generate_trigger_run_stores_images_and_yields_one_event(
+async def test_generate_trigger_run_stores_images_yields_one_event_and_is_safe_to_run_twice(
     hook: XaiHook, emulator: XaiEmulator, output_uri: str, moto_s3, s3_bucket: str
 ) -> None:
-    trigger, folder = generate_trigger(hook, output_uri, {0: ("a lighthouse", 1), 1: ("a harbour", 2)})
+    trigger, folder, fingerprints = generate_trigger(hook, output_uri, {0: ("a lighthouse", 1), 1: ("a harbour", 2)})
 
     [event] = await all_events(rebuilt(trigger))
 
     assert set(event) == {"status", "requests", "elapsed_seconds"}
-    assert event["status"] == "success"
-    assert event["requests"] == 2
+    assert (event["status"], event["requests"]) == ("success", 2)
     assert 0 < event["elapsed_seconds"] < 60
     prefix = f"images/{folder.parent.name}/generate/"
     [records_key, *image_keys] = moto_s3.keys(s3_bucket)
     assert re.fullmatch(rf"{prefix}_records/p00000-[0-9a-f]{{12}}\.json", records_key)
-    assert image_keys == [f"{prefix}p00000-i00.jpg", f"{prefix}p00001-i00.jpg", f"{prefix}p00001-i01.jpg"]
+    assert image_keys == [
+        f"{prefix}p00000-i00-{fingerprints[0]}.jpg",
+        f"{prefix}p00001-i00-{fingerprints[1]}.jpg",
+        f"{prefix}p00001-i01-{fingerprints[1]}.jpg",
+    ]
     records = {item["prompt_index"]: item for item in json.loads(moto_s3.get_bytes(s3_bucket, records_key))}
     record = RequestRecord.model_validate(records[1])
-    assert (record.prompt, len(record.images), record.error) == ("a harbour", 2, None)
-    assert moto_s3.get_bytes(s3_bucket, f"{prefix}p00001-i01.jpg")[:3] == b"\xff\xd8\xff"
+    assert (record.prompt, len(record.images), record.error, record.fingerprint) == (
+        "a harbour",
+        2,
+        None,
+        fingerprints[1],
+    )
+    assert moto_s3.get_bytes(s3_bucket, image_keys[-1])[:3] == JPEG_MAGIC
     assert emulator.images_billed == 3
     no_key_in(emulator.api_key, trigger.serialize(), event)
 
+    # the triggerer runs it again (a restart): it resumes from the records and pays for nothing
+    [second] = await all_events(rebuilt(trigger))
+    assert (second["status"], second["requests"]) == ("success", 0)
+    assert emulator.images_billed == 3
+    assert [key for key in moto_s3.keys(s3_bucket) if key.endswith(".jpg")] == image_keys
 
-async def test_generate_trigger_yields_one_error_event(hook: XaiHook, emulator: XaiEmulator, output_uri: str) -> None:
-    trigger, _ = generate_trigger(hook, output_uri, {0: (f"a storm {MODERATION_MARKER}", 1)}, on_moderation="fail")
+
+async def test_generate_trigger_yields_one_typed_error_event(
+    hook: XaiHook, emulator: XaiEmulator, output_uri: str
+) -> None:
+    trigger, _, _ = generate_trigger(hook, output_uri, {0: (f"a storm {MODERATION_MARKER}", 1)}, on_moderation="fail")
 
     [event] = await all_events(rebuilt(trigger))
 
-    assert event["status"] == "error"
-    assert set(event) == {"status", "message"}
-    assert event["message"].startswith(
-        "XaiContentFilteredError: xAI's moderation filtered images of prompt index(es) [0]"
-    )
+    assert set(event) == {"status", "error_type", "error"}
+    assert (event["status"], event["error_type"]) == ("error", "XaiContentFilteredError")
+    assert event["error"]["message"].startswith("xAI's moderation filtered images of prompt index(es) [0]")
     no_key_in(emulator.api_key, event)
