@@ -1,6 +1,6 @@
 """``python -m bench [A B C D E] [--quick] [--profile]``: run the benchmarks, print a table and JSON.
 
-A throughput at 1 s latency, B CPU per image, C peak RSS 10 vs 100 2k images, D deferrable worker time,
+A throughput at 1 s generation latency, B CPU per image, C peak RSS 10 vs 100 2k images, D deferrable worker time,
 E a large batch end to end. The JSON also goes to bench/results/latest.json (git-ignored).
 """
 

@@ -91,8 +91,10 @@ def run(servers: Servers, quick: bool, profile: bool = False) -> BenchResult:
     result.notes.append(
         "CPU is time.process_time() of the benchmark process only (all its threads), not the emulator's or "
         "moto's. The loop reuses one requests Session and one boto3 client (created before measuring). "
-        "The operator also streams each download to a temp file with a SHA-256, saves request records "
-        "(one S3 PUT per 16 requests) and the manifest, and logs at INFO (to bench/results/bench.log) as a task does."
+        "The operator also checks the key and reads prices (two GETs per task), writes and removes a probe "
+        "object, streams each download to a spool file with a SHA-256 and checks it is whole, saves request "
+        "records (one S3 PUT per 16 requests) and the manifest, and logs at INFO (to bench/results/bench.log) "
+        "as a task does."
     )
     if profile or ratio > LIMIT:
         say("  B: operator at max_concurrency=1 (is it thread contention?)")

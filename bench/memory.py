@@ -136,26 +136,32 @@ def manifest_memory_per_image(count: int) -> tuple[float, float]:
     and serializing the manifest at the end, measured with tracemalloc on records shaped like this run's."""
     import tracemalloc
 
-    from airflow_provider_xai_image.storage import ImageRecord, Manifest, RequestRecord
+    from airflow_provider_xai_image.records import ImageRecord, Manifest, RequestRecord
 
     texts = prompts(count, "C")
 
     def record(index: int) -> RequestRecord:
         prompt = texts[index]
+        fingerprint = f"{index:012x}"
         image = ImageRecord(
-            uri=f"s3://aws_bench@bench-c-0123456789/run/bench-0123456789ab/generate/p{index:05d}-i00.jpg",
+            uri=f"s3://aws_bench@bench-c-0123456789/run/bench-0123456789ab/generate/p{index:05d}-i00-{fingerprint}.jpg",
             prompt_index=index,
             image_index=0,
             prompt=prompt,
-            revised_prompt=f"A detailed rendering of: {prompt}",
+            revised_prompt=None,  # xAI no longer sends one
             model="grok-imagine-image-quality",
             mime_type="image/jpeg",
             bytes=76_000,
             sha256="0" * 64,
-            cost_usd_ticks=200_000_000,
+            cost_usd_ticks=500_000_000,
         )
         return RequestRecord(
-            prompt_index=index, prompt=prompt, model=image.model, cost_usd_ticks=image.cost_usd_ticks, images=[image]
+            prompt_index=index,
+            prompt=prompt,
+            model=image.model,
+            fingerprint=fingerprint,
+            cost_usd_ticks=image.cost_usd_ticks,
+            images=[image],
         )
 
     tracemalloc.start()

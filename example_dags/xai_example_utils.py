@@ -43,8 +43,13 @@ def check_image(uri: str) -> str:
 POLL_INTERVAL = float(os.environ.get("XAI_EXAMPLE_POLL_INTERVAL", "60"))
 
 
+#: Shown instead of a revised prompt: xAI no longer sends one (the manifest records null).
+NO_REVISED_PROMPT = "no revised prompt from xAI"
+
+
 def write_gallery(manifest_uris: list[str], folder: ObjectStoragePath) -> str:
-    """Write ``index.html`` in ``folder``: a thumbnail, prompt, revised prompt and cost per image."""
+    """Write ``index.html`` in ``folder``: a thumbnail, prompt, revised prompt (when xAI sent one) and cost
+    per image."""
     cards = []
     total_ticks = 0
     for manifest_uri in manifest_uris:
@@ -54,10 +59,14 @@ def write_gallery(manifest_uris: list[str], folder: ObjectStoragePath) -> str:
             if not image["uri"]:
                 continue
             source = _relative_to(image["uri"], folder)
+            revised = image.get("revised_prompt")
+            revised_html = (
+                f"<i>{html.escape(revised)}</i>" if revised else f'<span class="none">{NO_REVISED_PROMPT}</span>'
+            )
             cards.append(
                 f'<figure><a href="{html.escape(source)}"><img src="{html.escape(source)}" loading="lazy"></a>'
                 f"<figcaption><b>{html.escape(image['prompt'] or '')}</b>"
-                f"<br><i>{html.escape(image['revised_prompt'] or '')}</i>"
+                f"<br>{revised_html}"
                 f"<br>{html.escape(image['model'])} · {image['bytes']:,} bytes · "
                 f"${image['cost_usd_ticks'] / USD_TICKS_PER_USD:.4f}</figcaption></figure>"
             )
@@ -80,6 +89,7 @@ main {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(260px, 1f
 figure {{ margin: 0; background: #fff; padding: .5rem; border-radius: 6px; box-shadow: 0 1px 3px #0002; }}
 img {{ width: 100%; height: 200px; object-fit: cover; border-radius: 4px; }}
 figcaption {{ font-size: .8rem; margin-top: .4rem; }}
+.none {{ color: #888; }}
 </style></head>
 <body><h1>{count} images · total cost {cost}</h1><main>
 {cards}

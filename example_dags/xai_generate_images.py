@@ -47,7 +47,7 @@ with DAG(
 
     @task
     def gallery(generate_manifest: str, edit_manifests: list[str]) -> str:
-        """Write index.html beside the images: thumbnails, prompts, revised prompts and cost."""
+        """Write index.html beside the images: thumbnails, prompts, revised prompts (when xAI sent any) and cost."""
         return write_gallery([generate_manifest, *edit_manifests], ObjectStoragePath(OUTPUT_URI))
 
     check_images(generate.output) >> edit

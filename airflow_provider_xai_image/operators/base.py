@@ -197,4 +197,7 @@ class XaiImageRequestOperator(XaiImageOutputOperator):
         return {index: self.hook.build_request(prompt, **params) for index, prompt in enumerate(prompts)}
 
     def parameters(self) -> dict[str, Any]:
-        return {**super().parameters(), **self.request_parameters()}
+        # As sent: a templated n renders as text ("2"), one templated source as a string (not a list).
+        checked = TaskParameters.check(n=self.n, source_images=self.source_images)
+        sent = {"n": checked.n, "source_images": checked.source_images}
+        return {**super().parameters(), **self.request_parameters(), **sent}

@@ -8,16 +8,27 @@ import json
 import re
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import pytest
+from airflow.providers.common.compat.sdk import AirflowFailException
 from PIL import Image
 from task_context import make_task_context
 
 from airflow_provider_xai_image.testing import XaiEmulator
 
-#: What every stored image is called: prompt and image index only, never prompt text.
-IMAGE_NAME = re.compile(r"^p\d{5}-i\d{2}\.(jpg|png)$")
+E = TypeVar("E", bound=BaseException)
+
+#: What every stored image is called: prompt index, image index and the request's fingerprint (a
+#: digest of what was asked), never prompt text.
+IMAGE_NAME = re.compile(r"^p(?P<prompt>\d{5})-i(?P<image>\d{2})-(?P<fingerprint>[0-9a-f]{12})\.(?P<ext>jpg|png)$")
+#: What a records object under ``_records/`` is called (the storage probe leaves nothing there).
+RECORDS_NAME = re.compile(r"^p\d{5}-[0-9a-f]{12}\.json$")
 JPEG_MAGIC = b"\xff\xd8\xff"
+#: The emulator's price of one grok-imagine-image-quality image ($0.05), the default model.
+PRICE_TICKS = 500_000_000
+#: The emulator's price of each source image of an edit ($0.002).
+INPUT_IMAGE_TICKS = 20_000_000
 #: Pixel size of the emulator's 1k images for each aspect ratio (long side 1024).
 SIZES_1K: dict[str, tuple[int, int]] = {
     "1:1": (1024, 1024),
@@ -39,8 +50,19 @@ IMAGE_FIELDS = {
     "sha256",
     "cost_usd_ticks",
     "moderation",
+    "error",
 }
-TOTALS_FIELDS = {"images", "filtered", "cost_usd", "cost_usd_ticks", "elapsed_seconds", "requests"}
+TOTALS_FIELDS = {
+    "images",
+    "filtered",
+    "failed_requests",
+    "cost_usd",
+    "cost_usd_ticks",
+    "possibly_billed_usd",
+    "possibly_billed_usd_ticks",
+    "elapsed_seconds",
+    "requests",
+}
 
 
 def conn_json(emulator: XaiEmulator, **extra: Any) -> str:
@@ -80,42 +102,79 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def check_manifest(manifest: dict[str, Any], read: Any, *, api_key: str) -> None:
+def fingerprint_of(uri: str) -> str:
+    """The request fingerprint in an image's name."""
+    match = IMAGE_NAME.match(uri.rsplit("/", 1)[-1])
+    assert match, uri
+    return match["fingerprint"]
+
+
+def permanent_cause(raised: pytest.ExceptionInfo[BaseException], error_type: type[E]) -> E:
+    """The typed error a task failed with, without retries: ``AirflowFailException`` from ``error_type``."""
+    assert isinstance(raised.value, AirflowFailException), repr(raised.value)
+    cause = raised.value.__cause__
+    assert isinstance(cause, error_type), repr(cause)
+    assert str(cause) in str(raised.value)  # the task log shows the typed error's message
+    return cause
+
+
+def check_manifest(
+    manifest: dict[str, Any], read: Any, *, api_key: str, fingerprints: dict[int, str] | None = None
+) -> None:
     """Every field of every image slot, the totals and the parameters; ``read(uri) -> bytes``.
 
-    Each stored image: a JPEG whose sha256 and size are those recorded; the key appears nowhere.
+    Each stored image: a JPEG whose sha256 and size are those recorded, named after its prompt index,
+    image index and request fingerprint (``fingerprints[prompt_index]`` when given; else one per prompt,
+    different for different prompts); no revised prompt (the emulator sends none by default); the key
+    appears nowhere.
     """
-    assert set(manifest) >= {"images", "totals", "parameters"}
+    assert set(manifest) >= {"images", "errors", "superseded", "totals", "parameters"}
     assert api_key not in json.dumps(manifest)
-    assert set(manifest["totals"]) >= TOTALS_FIELDS
+    totals = manifest["totals"]
+    assert set(totals) >= TOTALS_FIELDS
     stored = [image for image in manifest["images"] if image["uri"]]
-    assert manifest["totals"]["images"] == len(stored)
-    assert manifest["totals"]["filtered"] == sum(image["moderation"] == "filtered" for image in manifest["images"])
-    assert manifest["totals"]["cost_usd"] == manifest["totals"]["cost_usd_ticks"] / 10_000_000_000
-    assert manifest["totals"]["elapsed_seconds"] >= 0
+    assert totals["images"] == len(stored)
+    assert totals["filtered"] == sum(image["moderation"] == "filtered" for image in manifest["images"])
+    assert totals["failed_requests"] == len(manifest["errors"])
+    assert totals["cost_usd"] == totals["cost_usd_ticks"] / 10_000_000_000
+    assert totals["possibly_billed_usd"] == totals["possibly_billed_usd_ticks"] / 10_000_000_000
+    assert totals["elapsed_seconds"] >= 0
     slots = [(image["prompt_index"], image["image_index"]) for image in manifest["images"]]
     assert len(slots) == len(set(slots)), f"an image slot is listed twice: {slots}"
     uris = [image["uri"] for image in stored]
     assert len(uris) == len(set(uris)), f"an image URI is listed twice: {uris}"
+    seen: dict[int, tuple[str, str]] = {}
     for image in manifest["images"]:
         assert set(image) >= IMAGE_FIELDS, sorted(IMAGE_FIELDS - set(image))
         assert isinstance(image["prompt"], str)
         assert image["prompt"]
         assert image["model"] == "grok-imagine-image-quality"
+        assert image["revised_prompt"] is None
+        assert image["error"] is None  # the manifest lists images stored or filtered, not failed slots
         if image["uri"] is None:
             assert image["moderation"] == "filtered"
             continue
         assert image["moderation"] == "passed"
         name = image["uri"].rsplit("/", 1)[-1]
-        assert IMAGE_NAME.match(name), name
-        assert name == f"p{image['prompt_index']:05d}-i{image['image_index']:02d}.jpg"
+        match = IMAGE_NAME.match(name)
+        assert match, name
+        assert (int(match["prompt"]), int(match["image"]), match["ext"]) == (
+            image["prompt_index"],
+            image["image_index"],
+            "jpg",
+        )
+        if fingerprints is not None:
+            assert match["fingerprint"] == fingerprints[image["prompt_index"]], name
+        seen.setdefault(image["prompt_index"], (image["prompt"], match["fingerprint"]))
+        assert seen[image["prompt_index"]] == (image["prompt"], match["fingerprint"]), "one request, one fingerprint"
         data = read(image["uri"])
         assert data[:3] == JPEG_MAGIC
         assert image["mime_type"] == "image/jpeg"
         assert image["bytes"] == len(data)
         assert image["sha256"] == sha256(data)
-        assert image["revised_prompt"] == f"A detailed rendering of: {image['prompt']}"
         assert image["cost_usd_ticks"] > 0
+    by_prompt = {prompt: fingerprint for prompt, fingerprint in seen.values()}
+    assert len(set(by_prompt.values())) == len(by_prompt), "different prompts share a fingerprint"
 
 
 def write_dag(directory: Path, dag_id: str, source: str) -> Path:

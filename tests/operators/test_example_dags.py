@@ -181,3 +181,37 @@ def test_make_demo_writes_a_gallery_of_every_image(tmp_path: Path) -> None:
         assert relative in sources
         assert (out_dir / relative).read_bytes()[:3] == JPEG_MAGIC
     assert f"<h1>{len(image_uris)} images" in page
+    # xAI sends no revised prompts any more: the manifests say null and the gallery says so
+    assert all(
+        image["revised_prompt"] is None for path in manifests for image in json.loads(path.read_text())["images"]
+    )
+    assert page.count("no revised prompt from xAI") == len(image_uris)
+
+
+def test_gallery_shows_a_revised_prompt_only_when_xai_sent_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(EXAMPLE_DAGS))
+    from airflow.sdk import ObjectStoragePath
+    from xai_example_utils import NO_REVISED_PROMPT, write_gallery
+
+    def image(index: int, revised: str | None) -> dict[str, Any]:
+        return {
+            "uri": f"{tmp_path.as_uri()}/run/p00000-i{index:02d}-0123456789ab.jpg",
+            "prompt": "A <red> kite",
+            "revised_prompt": revised,
+            "model": "grok-imagine-image-quality",
+            "bytes": 1234,
+            "cost_usd_ticks": 500_000_000,
+        }
+
+    manifest = tmp_path / "manifest.json"
+    images = [image(0, None), image(1, ""), image(2, "A red kite & a blue sky")]
+    manifest.write_text(json.dumps({"images": images, "totals": {"cost_usd_ticks": 1_500_000_000}}))
+
+    index = write_gallery([manifest.as_uri()], ObjectStoragePath(tmp_path.as_uri()))
+
+    page = Path(index.removeprefix("file://")).read_text()
+    assert re.findall(r'<img src="([^"]+)"', page) == [f"run/p00000-i{i:02d}-0123456789ab.jpg" for i in range(3)]
+    assert page.count(NO_REVISED_PROMPT) == 2
+    assert "<i>A red kite &amp; a blue sky</i>" in page
+    assert "A &lt;red&gt; kite" in page
+    assert "<h1>3 images · total cost $0.1500</h1>" in page

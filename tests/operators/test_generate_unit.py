@@ -2,7 +2,8 @@
 
 ``op.execute(context)`` runs with a small context stand-in (see ``op_helpers.make_context``); images go
 to ``file://`` under ``tmp_path`` (and to moto S3 where a test says so). The DAG-level tests, through
-``airflow dags test``, are in ``test_generate_dags.py``.
+``airflow dags test``, are in ``test_generate_dags.py``; the fault tests (storage outages, a trigger
+run twice, possibly billed requests, changed requests) in ``tests/faults``.
 """
 
 from __future__ import annotations
@@ -11,45 +12,64 @@ import base64
 import hashlib
 import importlib
 import json
+import math
+import os
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import Asset, ObjectStoragePath
 from airflow.sdk.exceptions import TaskDeferred
 from fsspec.implementations.local import LocalFileSystem
 from op_helpers import (
     IMAGE_NAME,
+    INPUT_IMAGE_TICKS,
     JPEG_MAGIC,
+    PRICE_TICKS,
+    RECORDS_NAME,
     SIZES_1K,
     check_manifest,
+    fingerprint_of,
     image_requests,
     jpeg_file,
     make_context,
+    permanent_cause,
     pixel_size,
 )
 
+from airflow_provider_xai_image import storage
 from airflow_provider_xai_image.exceptions import (
     XaiBudgetExceededError,
     XaiContentFilteredError,
     XaiError,
-    XaiImageError,
-    XaiServerError,
+    XaiPermanentError,
+    XaiRequestValidationError,
+    XaiSourceImageError,
+    XaiStorageError,
 )
+from airflow_provider_xai_image.hooks.xai import XaiHook
 from airflow_provider_xai_image.operators.generate import XaiGenerateImagesOperator
+from airflow_provider_xai_image.records import request_fingerprint
 from airflow_provider_xai_image.storage import ImageStore, publish
 from airflow_provider_xai_image.testing import MODERATION_MARKER, XaiEmulator
 from airflow_provider_xai_image.triggers.generate import XaiGenerateImagesTrigger
 
 RUN_ID = "manual__unit"
-PRICE_TICKS = 200_000_000  # $0.02 per image (emulator's grok-imagine-image-quality)
-INPUT_IMAGE_TICKS = 20_000_000  # $0.002 per source image of an edit (emulator)
+#: A price below what the emulator bills ($0.02 listed, $0.05 billed), to see the budget stop on the actual cost.
+LISTED_PRICE_TICKS = 200_000_000
 
 
 def make_operator(output_uri: str, **kwargs: Any) -> XaiGenerateImagesOperator:
     kwargs.setdefault("task_id", "generate")
     kwargs.setdefault("prompt", "A red fox in the snow")
     return XaiGenerateImagesOperator(output_uri=output_uri, **kwargs)
+
+
+def fingerprints(op: XaiGenerateImagesOperator) -> dict[int, str]:
+    """The fingerprint of each prompt's request, as the operator builds them (no request is sent)."""
+    return {index: request_fingerprint(request) for index, request in op.build_requests(op.prompts).items()}
 
 
 def task_folder(root: Path, task_id: str = "generate", map_index: int | None = None) -> Path:
@@ -61,8 +81,18 @@ def stored_files(folder: Path) -> list[str]:
     return sorted(path.name for path in folder.iterdir() if path.is_file()) if folder.exists() else []
 
 
+def images_under(root: Path) -> list[str]:
+    """Every published image (any name the store gives images) under ``root``, relative."""
+    return sorted(str(path.relative_to(root)) for path in root.rglob("*") if IMAGE_NAME.match(path.name))
+
+
 def read_uri(uri: str) -> bytes:
     return ObjectStoragePath(uri).read_bytes()
+
+
+def spool_of(folder: Path) -> str:
+    """The local spool folder of the task instance storing into ``folder``."""
+    return ImageStore(ObjectStoragePath(f"file://{folder}"), None).spool  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- the happy path
@@ -77,22 +107,28 @@ def test_execute_stores_images_manifest_xcom_and_asset_event(xai_conn: XaiEmulat
     uris = op.execute(context)
 
     folder = task_folder(tmp_path / "out")
+    fingerprint = fingerprints(op)
+    assert fingerprint[0] != fingerprint[1]
     assert isinstance(uris, list)
     assert all(isinstance(uri, str) for uri in uris)
-    assert uris == [f"file://{folder}/p{p:05d}-i{i:02d}.jpg" for p in range(2) for i in range(2)]
+    assert uris == [f"file://{folder}/p{p:05d}-i{i:02d}-{fingerprint[p]}.jpg" for p in range(2) for i in range(2)]
     for uri in uris:
         data = read_uri(uri)
         assert data[:3] == JPEG_MAGIC
         assert pixel_size(data) == SIZES_1K["4:3"]
-    # names carry indexes only, never prompt text
+    # names carry indexes and a digest only, never prompt text
     assert stored_files(folder) == ["manifest.json", *(uri.rsplit("/", 1)[-1] for uri in uris)]
-    for name in stored_files(folder) + stored_files(folder / "_records"):
+    records = stored_files(folder / "_records")
+    assert records
+    assert all(RECORDS_NAME.match(name) for name in records), records  # the storage probe left nothing
+    for name in stored_files(folder) + records:
         assert not any(word.lower() in name.lower() for prompt in prompts for word in prompt.split() if len(word) > 2)
+    assert not os.path.exists(spool_of(folder))  # the spool went with the manifest
 
     manifest_uri = context["ti"].xcoms["manifest"]
     assert manifest_uri == f"file://{folder}/manifest.json"
     manifest = json.loads(read_uri(manifest_uri))
-    check_manifest(manifest, read_uri, api_key=xai_conn.api_key)
+    check_manifest(manifest, read_uri, api_key=xai_conn.api_key, fingerprints=fingerprint)
     assert [image["uri"] for image in manifest["images"]] == uris
     assert [(image["prompt"], image["prompt_index"]) for image in manifest["images"]] == [
         (prompts[0], 0),
@@ -100,10 +136,12 @@ def test_execute_stores_images_manifest_xcom_and_asset_event(xai_conn: XaiEmulat
         (prompts[1], 1),
         (prompts[1], 1),
     ]
+    assert (manifest["errors"], manifest["superseded"]) == ([], [])
     assert manifest["totals"]["images"] == 4
     assert manifest["totals"]["filtered"] == 0
     assert manifest["totals"]["cost_usd_ticks"] == 4 * PRICE_TICKS
-    assert manifest["totals"]["cost_usd"] == pytest.approx(0.08)
+    assert manifest["totals"]["cost_usd"] == pytest.approx(0.20)
+    assert manifest["totals"]["possibly_billed_usd_ticks"] == 0
     parameters = manifest["parameters"]
     assert parameters["output_uri"] == output_uri
     assert parameters["n"] == 2
@@ -119,36 +157,63 @@ def test_execute_stores_images_manifest_xcom_and_asset_event(xai_conn: XaiEmulat
     assert xai_conn.api_key not in json.dumps(context["ti"].xcoms)
 
     assert xai_conn.images_billed == 4
+    # the free key check and the price list come before the first paid request
+    assert [r.path for r in xai_conn.requests_log[:2]] == ["/v1/api-key", "/v1/image-generation-models"]
     assert [(r.path, r.status) for r in image_requests(xai_conn)] == [("/v1/images/generations", 200)] * 2
 
 
 def test_mapped_instance_gets_its_own_folder(xai_conn: XaiEmulator, tmp_path: Path) -> None:
-    uris = [
-        make_operator(f"file://{tmp_path}/", prompt="The same prompt").execute(make_context(map_index=index))
-        for index in (0, 1)
-    ]
+    ops = [make_operator(f"file://{tmp_path}/", prompt="The same prompt") for _ in (0, 1)]
+    uris = [op.execute(make_context(map_index=index)) for index, op in enumerate(ops)]
 
-    assert uris == [[f"file://{task_folder(tmp_path, map_index=index)}/p00000-i00.jpg"] for index in (0, 1)]
+    fingerprint = fingerprints(ops[0])[0]
+    assert uris == [
+        [f"file://{task_folder(tmp_path, map_index=index)}/p00000-i00-{fingerprint}.jpg"] for index in (0, 1)
+    ]
     assert xai_conn.images_billed == 2
 
 
 def test_b64_json_response_format_is_stored_the_same_way(xai_conn: XaiEmulator, tmp_path: Path) -> None:
     context = make_context()
-    [uri] = make_operator(f"file://{tmp_path}/", response_format="b64_json", aspect_ratio="2:1").execute(context)
+    op = make_operator(f"file://{tmp_path}/", response_format="b64_json", aspect_ratio="2:1")
+    [uri] = op.execute(context)
 
     data = read_uri(uri)
     assert pixel_size(data) == SIZES_1K["2:1"]
     manifest = json.loads(read_uri(context["ti"].xcoms["manifest"]))
-    check_manifest(manifest, read_uri, api_key=xai_conn.api_key)
+    check_manifest(manifest, read_uri, api_key=xai_conn.api_key, fingerprints=fingerprints(op))
     assert not any(r.path.startswith("/tmp-images/") for r in xai_conn.requests_log)
+    # response_format changes how the bytes travel, not what was asked: the same fingerprint as "url"
+    assert fingerprint_of(uri) == fingerprints(make_operator(f"file://{tmp_path}/", aspect_ratio="2:1"))[0]
+
+
+@pytest.mark.parametrize(
+    ("setting", "recorded"),
+    [
+        pytest.param("absent", None, id="absent"),
+        pytest.param("empty", None, id="empty"),
+        pytest.param("text", "A detailed rendering of: A red fox in the snow", id="text"),
+    ],
+)
+def test_revised_prompt_is_recorded_only_when_xai_sends_one(
+    xai_conn: XaiEmulator, tmp_path: Path, setting: str, recorded: str | None
+) -> None:
+    """xAI no longer fills ``revised_prompt`` (absent or ""): the manifest says null, never invents one."""
+    xai_conn.configure(revised_prompt=setting)
+    context = make_context()
+
+    make_operator(f"file://{tmp_path}/", n=2).execute(context)
+
+    manifest = json.loads(read_uri(context["ti"].xcoms["manifest"]))
+    assert [image["revised_prompt"] for image in manifest["images"]] == [recorded, recorded]
 
 
 def test_mapped_operator_has_the_output_location_as_outlet(tmp_path: Path) -> None:
     """A fixed output_uri is the task's outlet Asset, for ``.partial().expand()`` tasks as for plain ones.
 
-    Fails: ``partial()`` fills in BaseOperator's default ``outlets=[]``, so the operator's ``__init__`` sees
-    ``"outlets" in kwargs`` and adds no Asset; the serialized DAG has no outlet for the mapped task and
-    no map index records an Asset event (see test_example_dags.py).
+    Regression: ``partial()`` fills in BaseOperator's default ``outlets=[]``, so ``__init__`` alone would see
+    ``"outlets" in kwargs`` and add no Asset; the mapped task would have no outlet and no map index would
+    record an Asset event (see test_example_dags.py).
     """
     from airflow.sdk import DAG
 
@@ -169,13 +234,15 @@ def test_mapped_operator_has_the_output_location_as_outlet(tmp_path: Path) -> No
 
 FOUR_URLS = [f"https://example.com/source-{index}.jpg" for index in range(4)]
 
-BAD_INPUTS = [
+#: Parameters checked in ``execute`` (they may be templated): the task fails without retries.
+BAD_TEMPLATED_INPUTS = [
     pytest.param({"n": 0}, "n", id="n=0"),
     pytest.param({"n": 11}, "n", id="n=11"),
     pytest.param({"n": "two"}, "n", id="n=two"),
     pytest.param({"aspect_ratio": "5:4"}, "aspect_ratio", id="aspect_ratio=5:4"),
     pytest.param({"resolution": "4k"}, "resolution", id="resolution=4k"),
     pytest.param({"quality": "ultra"}, "quality", id="quality=ultra"),
+    pytest.param({"quality": "high"}, "quality", id="quality=high"),  # refused by xAI since revision 2
     pytest.param({"response_format": "png"}, "response_format", id="response_format=png"),
     pytest.param({"model": ""}, "model", id="model=empty"),
     pytest.param({"prompt": ""}, "prompt", id="prompt=empty"),
@@ -185,23 +252,43 @@ BAD_INPUTS = [
     pytest.param({"prompt": ["ok", 3]}, "prompt", id="prompt=[ok,3]"),
     pytest.param({"source_images": FOUR_URLS}, "source_images", id="4-source-images"),
     pytest.param({"source_images": []}, "source_images", id="0-source-images"),
+    pytest.param({"source_images": ["ftp-less/path.png"]}, "source_images", id="source-without-scheme"),
+    pytest.param({"output_uri": "https://example.com/images/"}, "output_uri", id="output_uri=https"),
+]
+#: Parameters that cannot be templated, checked when the operator is built (when the DAG is parsed).
+BAD_PLAIN_INPUTS = [
     pytest.param({"max_concurrency": 0}, "max_concurrency", id="max_concurrency=0"),
     pytest.param({"on_moderation": "ignore"}, "on_moderation", id="on_moderation=ignore"),
     pytest.param({"max_cost_usd": -1.0}, "max_cost_usd", id="max_cost_usd=-1"),
+    pytest.param({"max_cost_usd": math.nan}, "max_cost_usd", id="max_cost_usd=nan"),
 ]
 
 
-@pytest.mark.parametrize(("kwargs", "parameter"), BAD_INPUTS)
-def test_bad_input_fails_before_any_request(
+@pytest.mark.parametrize(("kwargs", "parameter"), BAD_TEMPLATED_INPUTS)
+def test_bad_input_fails_without_retries_before_any_request(
     xai_conn: XaiEmulator, tmp_path: Path, kwargs: dict[str, Any], parameter: str
 ) -> None:
-    with pytest.raises(ValueError, match=rf"(^|\W){parameter}: ") as raised:
-        make_operator(f"file://{tmp_path}/", **kwargs).execute(make_context())
+    kwargs.setdefault("output_uri", f"file://{tmp_path}/")
+    op = XaiGenerateImagesOperator(task_id="generate", **{"prompt": "A red fox", **kwargs})
 
+    with pytest.raises(AirflowFailException) as raised:
+        op.execute(make_context())
+
+    error = permanent_cause(raised, XaiRequestValidationError)
+    assert isinstance(error, ValueError)
+    assert re.search(rf"(^|\W){parameter}(\.\d+)?: ", str(error)), str(error)
     assert xai_conn.api_key not in str(raised.value)
-    assert image_requests(xai_conn) == []
+    assert xai_conn.requests_log == []  # not even the key check
     assert xai_conn.images_billed == 0
     assert not (tmp_path / RUN_ID).exists()
+
+
+@pytest.mark.parametrize(("kwargs", "parameter"), BAD_PLAIN_INPUTS)
+def test_bad_plain_input_fails_when_the_operator_is_built(
+    tmp_path: Path, kwargs: dict[str, Any], parameter: str
+) -> None:
+    with pytest.raises(XaiRequestValidationError, match=rf"(^|\W){parameter}: "):
+        make_operator(f"file://{tmp_path}/", **kwargs)
 
 
 @pytest.mark.parametrize("where", ["file", "s3-key", "s3-bucket"])
@@ -209,26 +296,31 @@ def test_missing_source_image_fails_naming_it(
     xai_conn: XaiEmulator, tmp_path: Path, request: pytest.FixtureRequest, where: str
 ) -> None:
     if where == "file":
-        source = f"file://{tmp_path}/sources/none.png"
+        source = f"file://{tmp_path}/none.png"
     else:
         moto_s3 = request.getfixturevalue("moto_s3")
         bucket = moto_s3.create_bucket("src") if where == "s3-key" else "missing-bucket-xai"
         source = f"s3://aws_moto@{bucket}/missing/none.png"
 
-    with pytest.raises(XaiImageError, match=f"{source}.*does not exist"):
+    with pytest.raises(AirflowFailException) as raised:
         make_operator(f"file://{tmp_path}/out/", source_images=[source]).execute(make_context())
 
+    error = permanent_cause(raised, XaiSourceImageError)
+    assert str(error) == f"source_images[0] ({source[:80]}) does not exist"  # position and URI (its start)
     assert image_requests(xai_conn) == []
 
 
 def test_source_that_is_not_an_image_fails_naming_it(xai_conn: XaiEmulator, tmp_path: Path) -> None:
     text = tmp_path / "notes.txt"
     text.write_text("this is not an image, just some text that is long enough")
+    good = f"file://{jpeg_file(tmp_path / 'good.jpg')}"
     source = f"file://{text}"
 
-    with pytest.raises(XaiImageError, match=f"source image {source} is not an image"):
-        make_operator(f"file://{tmp_path}/out/", source_images=source).execute(make_context())
+    with pytest.raises(AirflowFailException) as raised:
+        make_operator(f"file://{tmp_path}/out/", source_images=[good, source]).execute(make_context())
 
+    error = permanent_cause(raised, XaiSourceImageError)
+    assert str(error).startswith(f"source_images[1] ({source[:80]}) is not an image")
     assert image_requests(xai_conn) == []
 
 
@@ -238,47 +330,84 @@ def test_source_that_is_not_an_image_fails_naming_it(xai_conn: XaiEmulator, tmp_
 def test_budget_below_the_estimate_is_refused_before_any_image_request(xai_conn: XaiEmulator, tmp_path: Path) -> None:
     op = make_operator(f"file://{tmp_path}/", prompt=["one", "two"], n=2, max_cost_usd=0.05)
 
-    with pytest.raises(XaiBudgetExceededError, match=r"Estimated cost \$0\.0800.*max_cost_usd=\$0\.0500"):
+    with pytest.raises(AirflowFailException) as raised:
         op.execute(make_context())
 
-    assert [r.path for r in xai_conn.requests_log] == ["/v1/image-generation-models"]
+    error = permanent_cause(raised, XaiBudgetExceededError)
+    assert str(error) == (
+        "Estimated cost $0.2000 (plus $0.0000 already spent) is over max_cost_usd=$0.0500; no request was sent."
+    )
+    assert [r.path for r in xai_conn.requests_log] == ["/v1/api-key", "/v1/image-generation-models"]
     assert xai_conn.images_billed == 0
 
 
-def test_budget_stops_once_actual_cost_passes_and_a_rerun_pays_only_the_rest(
-    xai_conn: XaiEmulator, tmp_path: Path
-) -> None:
-    """Edits cost more than the estimate (source images are billed): the actual spend passes the limit.
+def test_an_edit_is_estimated_with_its_source_images(xai_conn: XaiEmulator, tmp_path: Path) -> None:
+    """Edits bill their source images too: the estimate counts each at the image price (never low)."""
+    source = f"file://{jpeg_file(tmp_path / 'source.jpg')}"
+    op = make_operator(f"file://{tmp_path}/", prompt="Add a hat", source_images=[source, source], max_cost_usd=0.10)
 
-    12 edits, estimated $0.02 each = $0.24 = the limit; each actually costs $0.022. After 11 the
-    actual cost ($0.242) is over $0.24: the task stops with 11 stored. A re-run (no limit) reuses them.
-    """
+    with pytest.raises(AirflowFailException) as raised:
+        op.execute(make_context())
+
+    assert "Estimated cost $0.1500" in str(permanent_cause(raised, XaiBudgetExceededError))
+    assert image_requests(xai_conn) == []
+
+
+@pytest.mark.parametrize(
+    ("max_cost_usd", "stored", "message"),
+    [
+        # After 10 edits $0.52 is spent; the 11th, estimated $0.04, fits $0.56 but costs $0.052.
+        pytest.param(0.56, 11, r"Stopping: \$0\.5720 spent, over max_cost_usd=\$0\.5600\.", id="actual-cost-passes"),
+        # After 9 edits $0.468 is spent; the 10th, estimated $0.04, could pass $0.50: it is not sent.
+        pytest.param(
+            0.50,
+            9,
+            r"Stopping: \$0\.4680 spent, and the next request could pass max_cost_usd=\$0\.5000\.",
+            id="next-could-pass",
+        ),
+    ],
+)
+def test_budget_stops_on_the_cost_xai_reports_and_a_rerun_pays_only_the_rest(
+    xai_conn: XaiEmulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    max_cost_usd: float,
+    stored: int,
+    message: str,
+) -> None:
+    """xAI bills more than its price list says ($0.02 listed, $0.05 + $0.002 per source billed): the
+    estimate ($0.04 per edit, $0.48 for 12) fits the limit, the actual spend reaches it. The task stops
+    with what it stored; a re-run (no limit) reuses them and pays only for the rest."""
+    monkeypatch.setattr(XaiHook, "price_per_image_usd_ticks", lambda self, request: LISTED_PRICE_TICKS)
     source = f"file://{jpeg_file(tmp_path / 'source.jpg')}"
     prompts = [f"Edit number {index}" for index in range(12)]
     kwargs = {"prompt": prompts, "source_images": source, "max_concurrency": 1}
     output_uri = f"file://{tmp_path}/out/"
 
-    with pytest.raises(XaiBudgetExceededError, match=r"xAI reported \$0\.2420 spent, over max_cost_usd=\$0\.2400"):
-        make_operator(output_uri, max_cost_usd=0.24, **kwargs).execute(make_context())
+    with pytest.raises(AirflowFailException) as raised:
+        make_operator(output_uri, max_cost_usd=max_cost_usd, **kwargs).execute(make_context())
 
+    assert permanent_cause(raised, XaiBudgetExceededError)
+    assert raised.match(message)
     folder = task_folder(tmp_path / "out")
-    assert xai_conn.images_billed == 11
-    assert len(image_requests(xai_conn)) == 11
-    assert stored_files(folder) == [f"p{index:05d}-i00.jpg" for index in range(11)]
+    assert xai_conn.images_billed == stored
+    assert len(image_requests(xai_conn)) == stored
+    assert [name[:10] for name in stored_files(folder)] == [f"p{index:05d}-i00" for index in range(stored)]
     saved = [json.loads((folder / "_records" / name).read_text()) for name in stored_files(folder / "_records")]
-    assert sorted(record["prompt_index"] for records in saved for record in records) == list(range(11))
+    assert sorted(record["prompt_index"] for records in saved for record in records) == list(range(stored))
 
     context = make_context()
-    uris = make_operator(output_uri, **kwargs).execute(context)
+    op = make_operator(output_uri, **kwargs)
+    uris = op.execute(context)
 
-    assert xai_conn.images_billed == 12  # the 11 stored images were not paid again
-    assert len(image_requests(xai_conn)) == 12
-    assert image_requests(xai_conn)[-1].json["prompt"] == "Edit number 11"
-    assert uris == [f"file://{folder}/p{index:05d}-i00.jpg" for index in range(12)]
+    assert xai_conn.images_billed == 12  # the stored images were not paid again
+    assert [r.json["prompt"] for r in image_requests(xai_conn)] == prompts
+    fingerprint = fingerprints(op)
+    assert uris == [f"file://{folder}/p{index:05d}-i00-{fingerprint[index]}.jpg" for index in range(12)]
     manifest = json.loads(read_uri(context["ti"].xcoms["manifest"]))
-    check_manifest(manifest, read_uri, api_key=xai_conn.api_key)
+    check_manifest(manifest, read_uri, api_key=xai_conn.api_key, fingerprints=fingerprint)
     assert [image["prompt"] for image in manifest["images"]] == prompts
-    assert manifest["totals"]["cost_usd_ticks"] == 12 * (PRICE_TICKS + INPUT_IMAGE_TICKS)
+    assert manifest["totals"]["cost_usd_ticks"] == 12 * (PRICE_TICKS + INPUT_IMAGE_TICKS) == xai_conn.cost_usd_ticks
 
 
 # --------------------------------------------------------------------------- moderation
@@ -287,9 +416,10 @@ def test_budget_stops_once_actual_cost_passes_and_a_rerun_pays_only_the_rest(
 def test_moderation_fail_names_the_prompt_index(xai_conn: XaiEmulator, tmp_path: Path) -> None:
     prompts = ["A calm lake", f"Something {MODERATION_MARKER}", "A quiet forest"]
 
-    with pytest.raises(XaiContentFilteredError, match=r"prompt index\(es\) \[1\]"):
+    with pytest.raises(AirflowFailException) as raised:
         make_operator(f"file://{tmp_path}/", prompt=prompts, on_moderation="fail").execute(make_context())
 
+    assert "prompt index(es) [1]" in str(permanent_cause(raised, XaiContentFilteredError))
     assert not (task_folder(tmp_path) / "manifest.json").exists()
 
 
@@ -323,8 +453,8 @@ def test_moderation_reported_as_block_reason_counts_as_filtered(
     """xAI may report moderation as a top-level ``block_reason`` with no images (emulator
     ``moderation_style="block_reason"``): "fail" must fail naming the prompt, "skip" must record the slots.
 
-    Fails: parse_image_response only marks *items of data* as filtered; a blocked response has none, so
-    the request is stored as a success with zero images - no failure, no filtered slot in the manifest.
+    Regression: marking only *items of data* as filtered stores a blocked response (it has none) as a
+    success with zero images: no failure, no filtered slot in the manifest.
     """
     xai_conn.configure(moderation_style="block_reason")
     prompts = ["A calm lake", f"Something {MODERATION_MARKER}"]
@@ -332,74 +462,158 @@ def test_moderation_reported_as_block_reason_counts_as_filtered(
     context = make_context()
 
     if on_moderation == "fail":
-        with pytest.raises(XaiContentFilteredError, match=r"prompt index\(es\) \[1\]"):
+        with pytest.raises(AirflowFailException) as raised:
             op.execute(context)
+        assert "prompt index(es) [1]" in str(permanent_cause(raised, XaiContentFilteredError))
         return
     uris = op.execute(context)
     assert len(uris) == 2
     manifest = json.loads(read_uri(context["ti"].xcoms["manifest"]))
     filtered = [image for image in manifest["images"] if image["prompt_index"] == 1]
-    assert filtered
-    assert all(image["uri"] is None and image["moderation"] == "filtered" for image in filtered)
-    assert manifest["totals"]["filtered"] == len(filtered)
+    assert [(image["image_index"], image["uri"], image["moderation"]) for image in filtered] == [
+        (0, None, "filtered"),
+        (1, None, "filtered"),
+    ]
+    assert manifest["totals"]["filtered"] == 2
 
 
 # --------------------------------------------------------------------------- atomicity
 
 
 def test_truncated_download_leaves_no_file_at_any_final_path(xai_conn: XaiEmulator, tmp_path: Path) -> None:
+    """A download cut short (and cut again on its one retry) is recorded as a failed image, never
+    published; the task fails so that Airflow retries it, and the retry asks only for that image."""
     xai_conn.configure(truncated_images=2)  # the first try and its one retry (max_retries=1)
 
-    with pytest.raises(XaiServerError, match="image download broke"):
+    with pytest.raises(XaiError, match=r"1 of 1 prompt\(s\) lack images: prompt 0: 1 image\(s\) not stored") as raised:
         make_operator(f"file://{tmp_path}/", prompt="A cut-short picture").execute(make_context())
 
+    assert not isinstance(raised.value, XaiPermanentError | AirflowFailException)  # Airflow may retry it
     folder = task_folder(tmp_path)
-    leftovers = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*") if path.is_file())
-    assert leftovers == []
-    assert not (folder / "_records").exists() or stored_files(folder / "_records") == []
+    assert images_under(tmp_path) == []
+    assert not list(tmp_path.rglob("*.partial-*"))
+    assert not list(tmp_path.rglob("manifest.json"))
+    [[record]] = [json.loads((folder / "_records" / name).read_text()) for name in stored_files(folder / "_records")]
+    assert [(image["image_index"], image["uri"], bool(image["error"])) for image in record["images"]] == [
+        (0, None, True)
+    ]
     assert xai_conn.config.truncated_images == 0
+    spool = spool_of(folder)
+    assert not os.path.isdir(spool) or os.listdir(spool) == []  # the cut download was not kept
+
+    context = make_context()
+    [uri] = make_operator(f"file://{tmp_path}/", prompt="A cut-short picture").execute(context)
+
+    assert uri.rsplit("/", 1)[-1].startswith("p00000-i01-")  # slot 0 was used by the cut image
+    assert read_uri(uri).endswith(b"\xff\xd9")
+    assert xai_conn.images_billed == 2  # xAI billed the cut image too
+    assert image_requests(xai_conn)[-1].json["n"] == 1
 
 
 def test_publish_failing_mid_write_leaves_neither_final_nor_partial_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    attempts: list[str] = []
+
     def put_half_then_fail(self: LocalFileSystem, lpath: str, rpath: str, **kwargs: Any) -> None:
+        attempts.append(rpath)
         Path(rpath).write_bytes(Path(lpath).read_bytes()[:100])
         raise OSError("disk full")
 
     monkeypatch.setattr(LocalFileSystem, "put_file", put_half_then_fail)
+    monkeypatch.setattr(storage, "PUBLISH_RETRY_SECONDS", 0.6)
     source = jpeg_file(tmp_path / "spool.jpg")
-    final = ObjectStoragePath(f"file://{tmp_path}/out/p00000-i00.jpg")
+    final = ObjectStoragePath(f"file://{tmp_path}/out/p00000-i00-0123456789ab.jpg")
 
     with pytest.raises(OSError, match="disk full"):
         publish(final.fs, final.path, local_file=str(source))
 
+    assert len(attempts) >= 2  # a storage error is retried (for up to PUBLISH_RETRY_SECONDS)
+    assert all("/." in rpath and ".partial-" in rpath for rpath in attempts)  # always to a hidden sibling
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == []
 
 
-def test_operator_failing_mid_write_leaves_no_partial_image(
+def test_publish_does_not_retry_an_error_a_retry_cannot_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    attempts: list[str] = []
+
+    def refuse(self: LocalFileSystem, lpath: str, rpath: str, **kwargs: Any) -> None:
+        attempts.append(rpath)
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr(LocalFileSystem, "put_file", refuse)
+    final = ObjectStoragePath(f"file://{tmp_path}/out/p00000-i00-0123456789ab.jpg")
+
+    with pytest.raises(PermissionError):
+        publish(final.fs, final.path, local_file=str(jpeg_file(tmp_path / "spool.jpg")))
+
+    assert len(attempts) == 1
+
+
+def test_an_upload_failing_once_mid_write_is_retried_whole(
     xai_conn: XaiEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real_put_file = LocalFileSystem.put_file
     calls: list[str] = []
 
-    def fail_the_second_image(self: LocalFileSystem, lpath: str, rpath: str, **kwargs: Any) -> None:
+    def fail_the_second_upload_once(self: LocalFileSystem, lpath: str, rpath: str, **kwargs: Any) -> None:
         calls.append(rpath)
         if len(calls) == 2:
             Path(rpath).write_bytes(Path(lpath).read_bytes()[:100])
             raise OSError("connection to the disk lost")
         real_put_file(self, lpath, rpath, **kwargs)
 
-    monkeypatch.setattr(LocalFileSystem, "put_file", fail_the_second_image)
+    monkeypatch.setattr(LocalFileSystem, "put_file", fail_the_second_upload_once)
+    context = make_context()
+    op = make_operator(f"file://{tmp_path}/", n=2, max_concurrency=1)
 
-    with pytest.raises(OSError, match="disk lost"):
-        make_operator(f"file://{tmp_path}/", n=2, max_concurrency=1).execute(make_context())
+    uris = op.execute(context)
 
     folder = task_folder(tmp_path)
-    assert stored_files(folder) == ["p00000-i00.jpg"]  # the whole first image, nothing of the second
+    assert [uri.rsplit("/", 1)[-1] for uri in uris] == [name for name in stored_files(folder) if IMAGE_NAME.match(name)]
     assert "/." in calls[1]
     assert ".partial-" in calls[1]  # it was written to a hidden sibling, removed on failure
-    assert not (folder / "_records").exists()  # the request's record comes after all its images
+    assert calls[2].rsplit(".partial-", 1)[0] == calls[1].rsplit(".partial-", 1)[0]  # the same image, again
+    assert not list(tmp_path.rglob("*.partial-*"))
+    check_manifest(
+        json.loads(read_uri(context["ti"].xcoms["manifest"])),
+        read_uri,
+        api_key=xai_conn.api_key,
+        fingerprints=fingerprints(op),
+    )
+    assert xai_conn.images_billed == 2
+
+
+def test_an_upload_that_keeps_failing_fails_the_task_and_keeps_the_image_in_the_spool(
+    xai_conn: XaiEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_put_file = LocalFileSystem.put_file
+
+    def fail_the_second_image(self: LocalFileSystem, lpath: str, rpath: str, **kwargs: Any) -> None:
+        if "-i01-" in rpath:
+            Path(rpath).write_bytes(Path(lpath).read_bytes()[:100])
+            raise OSError("connection to the disk lost")
+        real_put_file(self, lpath, rpath, **kwargs)
+
+    monkeypatch.setattr(LocalFileSystem, "put_file", fail_the_second_image)
+    monkeypatch.setattr(storage, "PUBLISH_RETRY_SECONDS", 0.6)
+
+    with pytest.raises(XaiStorageError, match=r"Upload of file://\S+/p00000-i01-[0-9a-f]{12}\.jpg failed") as raised:
+        make_operator(f"file://{tmp_path}/", n=2, max_concurrency=1).execute(make_context())
+
+    assert not isinstance(raised.value, XaiPermanentError)  # Airflow may retry it
+    folder = task_folder(tmp_path)
+    [first] = [name for name in stored_files(folder) if IMAGE_NAME.match(name)]
+    assert first.startswith("p00000-i00-")  # the whole first image, nothing of the second
+    assert not list(tmp_path.rglob("*.partial-*"))
+    assert stored_files(folder / "_records") == []  # the request's record comes after all its images
+    assert [name[:11] for name in os.listdir(spool_of(folder))] == ["p00000-i01-"]  # billed, kept for the next try
+
+    monkeypatch.setattr(LocalFileSystem, "put_file", real_put_file)
+    uris = make_operator(f"file://{tmp_path}/", n=2, max_concurrency=1).execute(make_context())
+
+    assert [uri.rsplit("/", 1)[-1][:11] for uri in uris] == ["p00000-i00-", "p00000-i01-"]
+    assert xai_conn.images_billed == 2  # the spooled image was published, not paid again
+    assert len(image_requests(xai_conn)) == 1
 
 
 # --------------------------------------------------------------------------- the trigger
@@ -417,9 +631,10 @@ def deferred_trigger(op: XaiGenerateImagesOperator, context: dict[str, Any]) -> 
 def test_trigger_serializes_without_key_or_image_bytes(xai_conn: XaiEmulator, tmp_path: Path) -> None:
     source_path = jpeg_file(tmp_path / "sources" / "photo.jpg")
     source = f"file://{source_path}"
+    prompts = ["Add a hat", "Add a scarf"]
     op = make_operator(
         f"file://{tmp_path}/out/",
-        prompt=["Add a hat", "Add a scarf"],
+        prompt=prompts,
         n=2,
         source_images=[source],
         max_cost_usd=1.0,
@@ -441,17 +656,22 @@ def test_trigger_serializes_without_key_or_image_bytes(xai_conn: XaiEmulator, tm
     assert base64.b64encode(source_path.read_bytes()[:48]).decode() not in text
     assert kwargs["source_images"] == [source]
     assert kwargs["folder"] == f"file://{task_folder(tmp_path / 'out')}"
+    assert kwargs["prompts"] == prompts
+    assert kwargs["xai_conn_id"] == "xai_default"
     assert kwargs["on_moderation"] == "skip"
     assert kwargs["max_cost_usd"] == 1.0
-    assert kwargs["estimate_usd_ticks"] == 2 * PRICE_TICKS
+    assert kwargs["max_concurrency"] == 4
+    assert kwargs["prices"] == {"0": PRICE_TICKS, "1": PRICE_TICKS}
+    assert kwargs["fingerprints"] == {str(index): value for index, value in fingerprints(op).items()}
     assert {index: body["prompt"] for index, body in kwargs["requests"].items()} == {
         "0": "Add a hat",
         "1": "Add a scarf",
     }
     assert all(body["n"] == 2 for body in kwargs["requests"].values())
     assert len(text) < 4096
-    # nothing was generated before deferring
+    # nothing was generated before deferring (only the free key check and the price list were read)
     assert image_requests(xai_conn) == []
+    assert [r.path for r in xai_conn.requests_log] == ["/v1/api-key", "/v1/image-generation-models"]
 
 
 async def test_trigger_run_yields_one_small_success_event(xai_conn: XaiEmulator, tmp_path: Path) -> None:
@@ -477,7 +697,7 @@ async def test_trigger_run_yields_one_small_success_event(xai_conn: XaiEmulator,
 
     assert len(uris) == 60
     manifest = json.loads(read_uri(context["ti"].xcoms["manifest"]))
-    check_manifest(manifest, read_uri, api_key=xai_conn.api_key)
+    check_manifest(manifest, read_uri, api_key=xai_conn.api_key, fingerprints=fingerprints(op))
     assert [image["prompt"] for image in manifest["images"]] == [prompt for prompt in prompts for _ in range(2)]
     assert xai_conn.images_billed == 60
 
@@ -492,9 +712,11 @@ async def test_trigger_reports_moderation_failure_as_error_event(xai_conn: XaiEm
     [event] = [event async for event in trigger.run()]
 
     assert event.payload["status"] == "error"
-    assert "prompt index(es) [1]" in event.payload["message"]
-    with pytest.raises(XaiError, match=r"prompt index\(es\) \[1\]"):
+    assert event.payload["error_type"] == "XaiContentFilteredError"
+    assert "prompt index(es) [1]" in event.payload["error"]["message"]
+    with pytest.raises(AirflowFailException) as raised:
         op.execute_complete(context, event.payload)
+    assert "prompt index(es) [1]" in str(permanent_cause(raised, XaiContentFilteredError))
 
 
 def test_rerun_after_a_complete_try_sends_no_request(xai_conn: XaiEmulator, tmp_path: Path) -> None:
@@ -504,10 +726,13 @@ def test_rerun_after_a_complete_try_sends_no_request(xai_conn: XaiEmulator, tmp_
 
     again = make_operator(f"file://{tmp_path}/", prompt=["a", "b"], deferrable=True).execute(make_context())
 
-    assert again == first
+    assert again == first  # not deferred: nothing left to generate
     assert len(xai_conn.requests_log) == requests_before
     assert xai_conn.images_billed == 2
-    assert ImageStore(ObjectStoragePath(f"file://{task_folder(tmp_path)}"), None).load_records().keys() == {0, 1}  # type: ignore[arg-type]
+    store = ImageStore(ObjectStoragePath(f"file://{task_folder(tmp_path)}"), None)  # type: ignore[arg-type]
+    loaded = store.load_records(fingerprints(op).get)
+    assert loaded.current.keys() == {0, 1}
+    assert loaded.superseded == []
 
 
 # --------------------------------------------------------------------------- records and recovery
@@ -544,6 +769,7 @@ def test_images_a_crash_left_without_records_are_recovered_not_paid_again(
     assert xai_conn.images_billed == 6
     assert len(image_requests(xai_conn)) == 3
     manifest = json.loads(read_uri(context["ti"].xcoms["manifest"]))
+    assert [image["uri"] for image in manifest["images"]] == first
     for image in manifest["images"]:
         stored = read_uri(image["uri"])
         assert image["sha256"] == hashlib.sha256(stored).hexdigest()
@@ -553,18 +779,21 @@ def test_images_a_crash_left_without_records_are_recovered_not_paid_again(
 
 
 def test_a_partly_stored_request_pays_only_for_its_missing_images(xai_conn: XaiEmulator, tmp_path: Path) -> None:
-    make_operator(f"file://{tmp_path}/", prompt="A tall lighthouse", n=3).execute(make_context())
+    op = make_operator(f"file://{tmp_path}/", prompt="A tall lighthouse", n=3)
+    op.execute(make_context())
     folder = task_folder(tmp_path)
     for name in stored_files(folder / "_records"):
         (folder / "_records" / name).unlink()
-    (folder / "p00000-i02.jpg").unlink()  # the worker died between the 2nd and 3rd image
+    [third] = folder.glob("p00000-i02-*.jpg")
+    third.unlink()  # the worker died between the 2nd and 3rd image
     (folder / "manifest.json").unlink()
 
     uris = make_operator(f"file://{tmp_path}/", prompt="A tall lighthouse", n=3).execute(make_context())
 
     assert xai_conn.images_billed == 4  # 3, then only the missing one
     assert image_requests(xai_conn)[-1].json["n"] == 1
-    assert [uri.rsplit("/", 1)[-1] for uri in uris] == ["p00000-i00.jpg", "p00000-i01.jpg", "p00000-i02.jpg"]
+    fingerprint = fingerprints(op)[0]
+    assert [uri.rsplit("/", 1)[-1] for uri in uris] == [f"p00000-i0{index}-{fingerprint}.jpg" for index in range(3)]
 
 
 def test_images_in_s3_carry_their_content_type(xai_conn: XaiEmulator, moto_s3: Any, s3_bucket: str) -> None:
@@ -573,5 +802,8 @@ def test_images_in_s3_carry_their_content_type(xai_conn: XaiEmulator, moto_s3: A
     [uri] = make_operator(f"s3://aws_moto@{s3_bucket}/typed/", prompt="A typed picture").execute(make_context())
 
     key = uri.split(f"{s3_bucket}/", 1)[1]
+    assert IMAGE_NAME.match(key.rsplit("/", 1)[-1])
     assert key.endswith(".png")
     assert moto_s3.head(s3_bucket, key)["ContentType"] == "image/png"
+    # the probe written before any request was removed again
+    assert [k.rsplit("/", 1)[-1] for k in moto_s3.keys(s3_bucket, "typed/") if "/_records/" in k and "probe" in k] == []
