@@ -34,8 +34,14 @@ class FakeStateStore:
 
 
 class OutletEvent:
+    """The accessor of one outlet: ``.extra`` for an Asset; ``.add(asset, extra)`` for an AssetAlias."""
+
     def __init__(self) -> None:
         self.extra: dict[str, Any] = {}
+        self.added: list[tuple[Any, dict[str, Any] | None]] = []
+
+    def add(self, asset: Any, extra: dict[str, Any] | None = None) -> None:
+        self.added.append((asset, extra))
 
 
 class OutletEvents(dict):

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
-from airflow.sdk import Asset
 
 from airflow_provider_xai_image.budget import usd
 from airflow_provider_xai_image.connection import DEFAULT_CONN_ID
 from airflow_provider_xai_image.exceptions import XaiPermanentError
 from airflow_provider_xai_image.hooks.xai import XaiHook
+from airflow_provider_xai_image.lineage import (
+    asset_uri,
+    openlineage_datasets,
+    report,
+    storage_sources,
+    with_output_alias,
+)
 from airflow_provider_xai_image.models import ImageRequest
 from airflow_provider_xai_image.params import TaskParameters
 from airflow_provider_xai_image.records import Manifest, RequestRecord
@@ -23,19 +28,6 @@ from airflow_provider_xai_image.storage import ImageStore, task_output_path
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-
-def asset_uri(output_uri: str) -> str:
-    """The Asset URI of an output location: the URI without an Airflow connection id (``s3://conn@bucket``)."""
-    parts = urllib.parse.urlsplit(output_uri)
-    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-
-
-def _with_output_asset(kwargs: dict[str, Any], output_uri: Any) -> dict[str, Any]:
-    """``kwargs`` with the output location as outlet, unless outlets are given or the URI is templated."""
-    if "outlets" in kwargs or not isinstance(output_uri, str) or not output_uri or "{{" in output_uri:
-        return kwargs
-    return {**kwargs, "outlets": [Asset(asset_uri(output_uri))]}
 
 
 @contextmanager
@@ -53,8 +45,9 @@ class XaiImageOutputOperator(BaseOperator):
     """
     Base of the operators that store images under ``output_uri``.
 
-    When ``outlets`` is not given and ``output_uri`` is not templated, the output location is the
-    task's outlet Asset; each run records an Asset event with the image count and manifest URI.
+    Each run that stores images records an Asset event on the output location (through the outlet
+    alias ``xai-image-output``) with the image count and manifest URI, and reports hook-level and
+    OpenLineage lineage; outlets the user declares are kept as they are.
 
     :param output_uri: Where images go: ``s3://<conn_id>@bucket/prefix/``, ``file:///path/``, any
         ObjectStoragePath URI (templated).
@@ -64,14 +57,11 @@ class XaiImageOutputOperator(BaseOperator):
     template_fields: Sequence[str] = ("output_uri", "xai_conn_id")
 
     def __init__(self, *, output_uri: str, xai_conn_id: str = DEFAULT_CONN_ID, **kwargs: Any) -> None:
-        super().__init__(**_with_output_asset(kwargs, output_uri))
+        super().__init__(**kwargs)
+        self.outlets = with_output_alias(self.outlets)
         self.output_uri = output_uri
         self.xai_conn_id = xai_conn_id
-
-    @classmethod
-    def partial(cls, **kwargs: Any) -> Any:  # type: ignore[override]
-        # A mapped task's kwargs already hold Airflow's default ``outlets=[]``, so the Asset is added here.
-        return super().partial(**_with_output_asset(kwargs, kwargs.get("output_uri")))
+        self._lineage: tuple[list[str], list[str]] = ([], [])
 
     @cached_property
     def hook(self) -> XaiHook:
@@ -89,6 +79,17 @@ class XaiImageOutputOperator(BaseOperator):
         """The parameters recorded in the manifest (no secrets)."""
         return {"output_uri": self.output_uri, "xai_conn_id": self.xai_conn_id}
 
+    def lineage_sources(self) -> list[str]:
+        """The storage URIs this task read (source images of edits)."""
+        return []
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the source images read and the output folder written by this run."""
+        from airflow.providers.openlineage.extractors import OperatorLineage
+
+        inputs, outputs = self._lineage
+        return OperatorLineage(inputs=openlineage_datasets(inputs), outputs=openlineage_datasets(outputs))
+
     def finish(
         self,
         context: Context,
@@ -104,9 +105,17 @@ class XaiImageOutputOperator(BaseOperator):
         manifest_uri = store.write_manifest(manifest)
         context["ti"].xcom_push(key="manifest", value=manifest_uri)
         totals = manifest.totals
-        for outlet in self.outlets or []:
-            if isinstance(outlet, Asset):
-                context["outlet_events"][outlet].extra = {"images": totals["images"], "manifest": manifest_uri}
+        sources = self.lineage_sources()
+        report(
+            context,
+            self.hook,
+            output_uri=self.output_uri,
+            folder_uri=str(store.folder),
+            sources=sources,
+            images=totals["images"],
+            manifest_uri=manifest_uri,
+        )
+        self._lineage = (storage_sources(sources), [asset_uri(str(store.folder))])
         self.log.info(
             "Stored %d image(s) (%d filtered, %d failed request(s)) for %d request(s) in %.1f s, cost %s "
             "(possibly billed besides: %s); manifest %s",
@@ -195,6 +204,9 @@ class XaiImageRequestOperator(XaiImageOutputOperator):
         if checked.source_images:
             params["source_images"] = read_source_images(checked.source_images)
         return {index: self.hook.build_request(prompt, **params) for index, prompt in enumerate(prompts)}
+
+    def lineage_sources(self) -> list[str]:
+        return TaskParameters.check(source_images=self.source_images).source_images or []
 
     def parameters(self) -> dict[str, Any]:
         # As sent: a templated n renders as text ("2"), one templated source as a string (not a list).

@@ -326,14 +326,25 @@ def test_templated_n_is_recorded_in_the_manifest_as_the_int_sent(main_run: Simpl
 
 
 def test_asset_event_records_image_count_and_manifest(main_run: SimpleNamespace) -> None:
+    """Every task that stored images records one event on its output location (templated and mapped too)."""
     result = main_run.result
-    events = {event.source_task_id: event for event in result.asset_events}
-    # the S3 output location is the outlet of the three S3 tasks; templated (local) outputs have none
-    assert set(events) == {"generate", "edit_all", "edit_one"}
-    for task_id, images in (("generate", 2), ("edit_all", 1), ("edit_one", 1)):
-        event = events[task_id]
-        assert event.asset_uri == f"s3://{main_run.bucket}/out"
-        assert event.extra == {"images": images, "manifest": result.xcom(task_id, key="manifest")}
+    events = {(event.source_task_id, event.source_map_index): event for event in result.asset_events}
+    local = f"file://{main_run.local_dir}/local/"
+    expected = {
+        ("generate", -1): (f"s3://{main_run.bucket}/out", 2),
+        ("edit_all", -1): (f"s3://{main_run.bucket}/out", 1),
+        ("edit_one", -1): (f"s3://{main_run.bucket}/out", 1),
+        **{("by_prompt", index): (local, 1) for index in range(3)},
+        ("by_kwargs", 0): (local, 1),
+        ("by_kwargs", 1): (local, 2),
+        ("moderated", -1): (local, 2),  # 2 stored, 2 filtered
+    }
+    assert set(events) == set(expected)
+    for (task_id, map_index), (uri, images) in expected.items():
+        event = events[(task_id, map_index)]
+        assert event.asset_uri.rstrip("/") == uri.rstrip("/")
+        manifest = result.xcom(task_id, key="manifest", map_index=map_index)
+        assert event.extra == {"images": images, "manifest": manifest}
 
 
 def test_edits_take_upstream_paths_as_data_uris(main_run: SimpleNamespace) -> None:

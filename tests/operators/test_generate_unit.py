@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
-from airflow.sdk import Asset, ObjectStoragePath
+from airflow.sdk import Asset, AssetAlias, ObjectStoragePath
 from airflow.sdk.exceptions import TaskDeferred
 from fsspec.implementations.local import LocalFileSystem
 from op_helpers import (
@@ -50,6 +50,7 @@ from airflow_provider_xai_image.exceptions import (
     XaiStorageError,
 )
 from airflow_provider_xai_image.hooks.xai import XaiHook
+from airflow_provider_xai_image.lineage import OUTPUT_ALIAS
 from airflow_provider_xai_image.operators.generate import XaiGenerateImagesOperator
 from airflow_provider_xai_image.records import request_fingerprint
 from airflow_provider_xai_image.storage import ImageStore, publish
@@ -149,11 +150,12 @@ def test_execute_stores_images_manifest_xcom_and_asset_event(xai_conn: XaiEmulat
     assert parameters["xai_conn_id"] == "xai_default"
     assert not any("key" in name.lower() or "password" in name.lower() for name in parameters)
 
-    # the output location is the task's outlet Asset; its event carries the image count and manifest URI
-    [outlet] = op.outlets
-    assert isinstance(outlet, Asset)
-    assert outlet.uri == f"file://{tmp_path}/out"
-    assert context["outlet_events"][outlet].extra == {"images": 4, "manifest": manifest_uri}
+    # an event on the output location, through the task's outlet alias, carries the image count and manifest URI
+    [alias] = op.outlets
+    assert isinstance(alias, AssetAlias)
+    [(asset, extra)] = context["outlet_events"][alias].added
+    assert asset.uri.rstrip("/") == f"file://{tmp_path}/out"
+    assert extra == {"images": 4, "manifest": manifest_uri}
     assert xai_conn.api_key not in json.dumps(context["ti"].xcoms)
 
     assert xai_conn.images_billed == 4
@@ -208,26 +210,15 @@ def test_revised_prompt_is_recorded_only_when_xai_sends_one(
     assert [image["revised_prompt"] for image in manifest["images"]] == [recorded, recorded]
 
 
-def test_mapped_operator_has_the_output_location_as_outlet(tmp_path: Path) -> None:
-    """A fixed output_uri is the task's outlet Asset, for ``.partial().expand()`` tasks as for plain ones.
-
-    Regression: ``partial()`` fills in BaseOperator's default ``outlets=[]``, so ``__init__`` alone would see
-    ``"outlets" in kwargs`` and add no Asset; the mapped task would have no outlet and no map index would
-    record an Asset event (see test_example_dags.py).
-    """
-    from airflow.sdk import DAG
-
-    output_uri = f"file://{tmp_path}/images/"
-    with DAG("mapped_outlets", schedule=None):
-        plain = make_operator(output_uri, task_id="plain")
-        mapped = XaiGenerateImagesOperator.partial(task_id="mapped", output_uri=output_uri).expand(prompt=["a", "b"])
-        templated = XaiGenerateImagesOperator.partial(task_id="templated", output_uri="file://{{ params.x }}/").expand(
-            prompt=["a", "b"]
-        )
-
-    assert [asset.uri for asset in plain.outlets] == [f"file://{tmp_path}/images"]
-    assert templated.outlets == []
-    assert mapped.outlets == plain.outlets
+def test_outlets_are_the_users_own_plus_the_output_alias(tmp_path: Path) -> None:
+    """The output location's Asset is attached at run time (through the alias), only when images exist;
+    nothing reads the templated ``output_uri`` when the operator is built, and a user's outlets stay."""
+    mine = Asset("s3://catalogue/mugs")
+    plain = make_operator("file://{{ params.x }}/", task_id="plain")
+    with_mine = make_operator(f"file://{tmp_path}/", task_id="with_mine", outlets=[mine])
+    assert plain.outlets == [OUTPUT_ALIAS]
+    assert with_mine.outlets == [mine, OUTPUT_ALIAS]
+    assert "partial" not in XaiGenerateImagesOperator.__dict__
 
 
 # --------------------------------------------------------------------------- bad inputs: fail before any request
@@ -441,8 +432,9 @@ def test_moderation_skip_records_the_filtered_images(xai_conn: XaiEmulator, tmp_
     ]
     assert manifest["totals"]["images"] == 2
     assert manifest["totals"]["filtered"] == 2
-    [outlet] = op.outlets
-    assert context["outlet_events"][outlet].extra == {"images": 2, "manifest": context["ti"].xcoms["manifest"]}
+    [alias] = op.outlets
+    [(_, extra)] = context["outlet_events"][alias].added
+    assert extra == {"images": 2, "manifest": context["ti"].xcoms["manifest"]}
     assert xai_conn.images_billed == 2
 
 

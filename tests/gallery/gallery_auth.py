@@ -1,0 +1,44 @@
+"""The auth manager of the gallery tests' API server: SimpleAuthManager, except that the user
+:data:`OUTSIDER` may not read the DAG :data:`DENIED_DAG_ID` (any other DAG stays readable).
+
+The API server subprocess imports it as ``gallery_auth.GalleryTestAuthManager`` (``tests/gallery``
+is on its PYTHONPATH).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
+from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+if TYPE_CHECKING:
+    from airflow.api_fastapi.auth.managers.base_auth_manager import ResourceMethod
+
+#: A viewer who may read every DAG but :data:`DENIED_DAG_ID`.
+OUTSIDER = "outsider"
+DENIED_DAG_ID = "xai_gallery_test"
+
+
+class GalleryTestAuthManager(SimpleAuthManager):
+    """SimpleAuthManager denying :data:`OUTSIDER` every access to :data:`DENIED_DAG_ID`."""
+
+    def is_authorized_dag(
+        self,
+        *,
+        method: ResourceMethod,
+        user: SimpleAuthManagerUser,
+        access_entity: DagAccessEntity | None = None,
+        details: DagDetails | None = None,
+    ) -> bool:
+        """SimpleAuthManager's answer, but no for :data:`OUTSIDER` on :data:`DENIED_DAG_ID`.
+
+        :param method: The HTTP method of the access.
+        :param user: Who asks.
+        :param access_entity: What of the DAG is accessed (runs, task instances, ...).
+        :param details: Which DAG.
+        """
+        if user.username == OUTSIDER and details is not None and details.id == DENIED_DAG_ID:
+            return False
+        return super().is_authorized_dag(method=method, user=user, access_entity=access_entity, details=details)
