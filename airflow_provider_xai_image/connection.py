@@ -87,6 +87,21 @@ CONN_FIELDS: dict[str, Any] = {
 }
 
 
+def form_widgets() -> dict[str, Any]:
+    """:data:`CONN_FIELDS` as wtforms fields, for an Airflow whose ProvidersManager ignores ``conn-fields``
+    (before 3.2) and asks the hook instead; empty like them. Raises ImportError without wtforms (it comes
+    with the FAB provider), which Airflow takes as "no form fields"."""
+    from wtforms import IntegerField, StringField
+    from wtforms.validators import Optional
+
+    return {
+        name: (IntegerField if "integer" in field["schema"]["type"] else StringField)(
+            field["label"], validators=[Optional()], description=field["description"]
+        )
+        for name, field in CONN_FIELDS.items()
+    }
+
+
 @dataclass(frozen=True)
 class XaiConnectionSettings:
     """Everything the hook needs from the connection; the key is a ``SecretStr`` so reprs mask it."""

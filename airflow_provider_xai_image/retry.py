@@ -6,6 +6,8 @@ call. A failure that may have reached xAI (read timeout, dropped connection, 500
 unreadable 200) is retried freely for free calls, but a paid request raises it as
 :class:`~airflow_provider_xai_image.exceptions.XaiPossiblyBilledError` and is re-sent at most
 ``max_ambiguous_retries`` times (default 0): xAI bills a request it ran even when the client has gone.
+A call made through a task's rate limiter (:mod:`airflow_provider_xai_image.ratelimit`) leaves 429s to
+the limiter (``retry_rate_limits=False``): they then never count against ``max_retries``.
 """
 
 from __future__ import annotations
@@ -41,16 +43,23 @@ class wait_retry_after_or_backoff(tenacity.wait.wait_base):
 
 
 class retry_transient_unless_billed(tenacity.retry_base):
-    """Retry transient errors; a possibly billed one only ``max_ambiguous_retries`` times in one call."""
+    """Retry transient errors; a possibly billed one only ``max_ambiguous_retries`` times in one call.
 
-    def __init__(self, max_ambiguous_retries: int) -> None:
+    :param max_ambiguous_retries: Re-sends allowed of a paid request that may have reached xAI.
+    :param retry_rate_limits: Retry 429s too (False: a rate limiter handles them).
+    """
+
+    def __init__(self, max_ambiguous_retries: int, retry_rate_limits: bool = True) -> None:
         self.max_ambiguous_retries = max_ambiguous_retries
+        self.retry_rate_limits = retry_rate_limits
         self.ambiguous = 0
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
         error = retry_state.outcome.exception() if retry_state.outcome else None
         if not isinstance(error, XaiTransientError):
             return False
+        if isinstance(error, XaiRateLimitError):
+            return self.retry_rate_limits
         if isinstance(error, XaiPossiblyBilledError):
             self.ambiguous += 1
             error.attempts = self.ambiguous  # each of them may have been billed
@@ -58,8 +67,16 @@ class retry_transient_unless_billed(tenacity.retry_base):
         return True
 
 
-def retry_policy(max_retries: int, log: logging.Logger | Any, max_ambiguous_retries: int = 0) -> dict[str, Any]:
-    """Keyword arguments for ``tenacity.Retrying`` or ``tenacity.AsyncRetrying`` (a fresh policy per call)."""
+def retry_policy(
+    max_retries: int, log: logging.Logger | Any, max_ambiguous_retries: int = 0, *, retry_rate_limits: bool = True
+) -> dict[str, Any]:
+    """Keyword arguments for ``tenacity.Retrying`` or ``tenacity.AsyncRetrying`` (a fresh policy per call).
+
+    :param max_retries: Retries of transient failures.
+    :param log: Where each retry is told.
+    :param max_ambiguous_retries: Re-sends allowed of a paid request that may have reached xAI.
+    :param retry_rate_limits: Retry 429s too; False leaves them to the caller's rate limiter.
+    """
 
     def log_retry(retry_state: tenacity.RetryCallState) -> None:
         error = retry_state.outcome.exception() if retry_state.outcome else None
@@ -67,7 +84,7 @@ def retry_policy(max_retries: int, log: logging.Logger | Any, max_ambiguous_retr
         log.warning("%s; retry %d of %d in %.2f s", error, retry_state.attempt_number, max_retries, wait)
 
     return {
-        "retry": retry_transient_unless_billed(max_ambiguous_retries),
+        "retry": retry_transient_unless_billed(max_ambiguous_retries, retry_rate_limits),
         "stop": tenacity.stop_after_attempt(max_retries + 1),
         "wait": wait_retry_after_or_backoff(),
         "before_sleep": log_retry,

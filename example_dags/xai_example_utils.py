@@ -17,7 +17,7 @@ from airflow_provider_xai_image.models import USD_TICKS_PER_USD
 OUTPUT_URI = os.environ.get("XAI_EXAMPLE_OUTPUT_URI") or (Path.cwd() / "demo-output").as_uri() + "/"
 
 
-@task
+@task(multiple_outputs=False)  # a dict of counts is one value (Airflow < 3.1.6 refuses XCom keys with "/")
 def check_images(uris: list) -> dict[str, int]:
     """Open every path from XCom (a list, or one list per mapped task) and check it is an image.
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
-from functools import cached_property
-from typing import IO, Any
+from functools import cached_property, partial
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import httpx
@@ -53,6 +53,9 @@ from airflow_provider_xai_image.models import (
     parse_image_response,
 )
 from airflow_provider_xai_image.retry import retry_policy
+
+if TYPE_CHECKING:
+    from airflow_provider_xai_image.ratelimit import AsyncRateLimiter, RateLimiter
 
 USER_AGENT = f"airflow-provider-xai-image/{__version__}"
 DOWNLOAD_CHUNK_BYTES = 256 * 1024
@@ -178,7 +181,8 @@ class XaiHook(BaseHook):
     ``max_retries``, ``max_ambiguous_retries`` and ``default_model``. Failures that surely were not
     served (connection errors, 429, 503) are retried with exponential backoff and jitter, honouring
     ``Retry-After``; a paid request that may have reached xAI is not re-sent unless
-    ``max_ambiguous_retries`` allows it (see :mod:`airflow_provider_xai_image.retry`).
+    ``max_ambiguous_retries`` allows it (see :mod:`airflow_provider_xai_image.retry`). Image requests
+    sent through a task's rate limiter leave 429s to it (see :mod:`airflow_provider_xai_image.ratelimit`).
 
     :param xai_conn_id: The Airflow connection to use.
     """
@@ -199,8 +203,19 @@ class XaiHook(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """How the ``xai`` connection form looks in the Airflow UI."""
-        return UI_FIELD_BEHAVIOUR
+        """How the ``xai`` connection form looks in the Airflow UI (a copy: Airflow < 3.2 prefixes the
+        placeholder keys of the dict it gets, in place)."""
+        from copy import deepcopy
+
+        return deepcopy(UI_FIELD_BEHAVIOUR)
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """The form's extra fields where Airflow ignores the provider info's ``conn-fields`` (before 3.2;
+        from 3.2 on Airflow reads those and never calls this for the ``xai`` type)."""
+        from airflow_provider_xai_image.connection import form_widgets
+
+        return form_widgets()
 
     # -- connection -------------------------------------------------------------------------------
 
@@ -260,9 +275,12 @@ class XaiHook(BaseHook):
 
     # -- one call, retried --------------------------------------------------------------------------
 
-    def _retrying(self) -> tenacity.Retrying:
+    def _retrying(self, retry_rate_limits: bool = True) -> tenacity.Retrying:
         settings = self.settings
-        return tenacity.Retrying(**retry_policy(settings.max_retries, self.log, settings.max_ambiguous_retries))
+        policy = retry_policy(
+            settings.max_retries, self.log, settings.max_ambiguous_retries, retry_rate_limits=retry_rate_limits
+        )
+        return tenacity.Retrying(**policy)
 
     def call(
         self,
@@ -274,16 +292,25 @@ class XaiHook(BaseHook):
         files: dict[str, Any] | None = None,
         data: dict[str, str] | None = None,
         paid: bool = False,
+        retry_rate_limits: bool = True,
     ) -> dict[str, Any]:
         """
         Send one API request and return its JSON object.
 
+        :param method: HTTP method.
+        :param path: Path under the base URL.
+        :param json_body: JSON body, if any.
+        :param params: Query parameters, if any.
+        :param files: Multipart files, if any.
+        :param data: Multipart form fields, if any.
         :param paid: The request costs money (generate, edit, batch creation): a failure that may have
             reached xAI raises :class:`XaiPossiblyBilledError` and is re-sent only ``max_ambiguous_retries``
             times. Image requests also get the long read timeout.
+        :param retry_rate_limits: Retry 429s (``max_retries``); False raises :class:`XaiRateLimitError` at
+            once, for a rate limiter to handle.
         """
         timeout = self.settings.timeout(image_request=paid and method == "POST" and path.startswith("images/"))
-        for attempt in self._retrying():
+        for attempt in self._retrying(retry_rate_limits):
             with attempt:
                 try:
                     response = self._session.request(
@@ -370,10 +397,19 @@ class XaiHook(BaseHook):
         )
         return self.run_image_request(request)
 
-    def run_image_request(self, request: ImageRequest) -> ImageGenerationResult:
-        """Send a validated request to ``images/generations`` or ``images/edits`` (paid: see :meth:`call`)."""
+    def run_image_request(self, request: ImageRequest, limiter: RateLimiter | None = None) -> ImageGenerationResult:
+        """Send a validated request to ``images/generations`` or ``images/edits`` (paid: see :meth:`call`).
+
+        :param request: The request.
+        :param limiter: The task's rate limiter, shared by its requests: a 429 slows them all down and the
+            refused request is sent again when the limiter allows, never counting against ``max_retries``.
+            Without one, a 429 is retried like a 503.
+        """
         self._warn_if_deprecated(request.model)
-        payload = self.call("POST", request.path, json_body=request.body(), paid=True)
+        send = partial(
+            self.call, "POST", request.path, json_body=request.body(), paid=True, retry_rate_limits=limiter is None
+        )
+        payload = send() if limiter is None else limiter.send(send)
         return parse_image_response(payload, request.model, request.n)
 
     def _warn_if_deprecated(self, model: str) -> None:
@@ -509,12 +545,24 @@ class XaiHook(BaseHook):
         json_body: Any = None,
         params: dict[str, Any] | None = None,
         paid: bool = False,
+        retry_rate_limits: bool = True,
     ) -> dict[str, Any]:
-        """The async :meth:`call`: same retry policy, same errors."""
+        """The async :meth:`call`: same retry policy, same errors.
+
+        :param client: From :meth:`async_client`.
+        :param method: HTTP method.
+        :param path: Path under the base URL.
+        :param json_body: JSON body, if any.
+        :param params: Query parameters, if any.
+        :param paid: See :meth:`call`.
+        :param retry_rate_limits: See :meth:`call`.
+        """
         settings = self.settings
         connect, read = settings.timeout(image_request=paid and path.startswith("images/"))
         timeout = httpx.Timeout(read, connect=connect)
-        policy = retry_policy(settings.max_retries, self.log, settings.max_ambiguous_retries)
+        policy = retry_policy(
+            settings.max_retries, self.log, settings.max_ambiguous_retries, retry_rate_limits=retry_rate_limits
+        )
         async for attempt in tenacity.AsyncRetrying(**policy):
             with attempt:
                 try:
@@ -533,10 +581,26 @@ class XaiHook(BaseHook):
             await self.acall(client, "GET", API_KEY_PATH)
             self._key_checked = True
 
-    async def arun_image_request(self, client: httpx.AsyncClient, request: ImageRequest) -> ImageGenerationResult:
-        """The async :meth:`run_image_request`."""
+    async def arun_image_request(
+        self, client: httpx.AsyncClient, request: ImageRequest, limiter: AsyncRateLimiter | None = None
+    ) -> ImageGenerationResult:
+        """The async :meth:`run_image_request`.
+
+        :param client: From :meth:`async_client`.
+        :param request: The request.
+        :param limiter: The trigger's rate limiter (see :meth:`run_image_request`), or None.
+        """
         self._warn_if_deprecated(request.model)
-        payload = await self.acall(client, "POST", request.path, json_body=request.body(), paid=True)
+        send = partial(
+            self.acall,
+            client,
+            "POST",
+            request.path,
+            json_body=request.body(),
+            paid=True,
+            retry_rate_limits=limiter is None,
+        )
+        payload = await (send() if limiter is None else limiter.send(send))
         return parse_image_response(payload, request.model, request.n)
 
     async def aget_batch(self, client: httpx.AsyncClient, batch_id: str) -> Batch:

@@ -105,6 +105,8 @@ class EmulatorBackend:
         self._lock = threading.Lock()
         self._config = self._initial_config.model_copy(deep=True)
         self._requests: list[RequestRecord] = []
+        self._generating = 0
+        self._rate_limited = 0
         self._images_billed = 0
         self._cost_usd_ticks = 0
         self._temp_images: dict[str, TempImage] = {}
@@ -133,7 +135,7 @@ class EmulatorBackend:
         with self._lock:
             self._config = self._initial_config.model_copy(deep=True)
             self._requests.clear()
-            self._images_billed = self._cost_usd_ticks = 0
+            self._images_billed = self._cost_usd_ticks = self._rate_limited = 0
             self._temp_images.clear()
             self._files.clear()
             self._batches.clear()
@@ -145,6 +147,22 @@ class EmulatorBackend:
     def record_request(self, record: RequestRecord) -> None:
         with self._lock:
             self._requests.append(record)
+
+    def generation_started(self) -> int:
+        """A generate/edit call arrived; the number now being served, itself included."""
+        with self._lock:
+            self._generating += 1
+            return self._generating
+
+    def generation_ended(self) -> None:
+        """A generate/edit call was answered (or refused, or dropped)."""
+        with self._lock:
+            self._generating -= 1
+
+    def generations_in_flight(self) -> int:
+        """Generate/edit calls being served now."""
+        with self._lock:
+            return self._generating
 
     @property
     def requests_log(self) -> list[RequestRecord]:
@@ -171,6 +189,7 @@ class EmulatorBackend:
                 "files_uploaded": len(self._files),
                 "batches_created": len(self._batches),
                 "temporary_images": len(self._temp_images),
+                "rate_limited": self._rate_limited,
             }
 
     # Faults and limits ---------------------------------------------------------------------
@@ -216,8 +235,12 @@ class EmulatorBackend:
             if limit is None:
                 return
             wait = self._generate_limiter.acquire(time.monotonic(), limit, 1.0)
+            retry_after = self._config.rate_limit_retry_after
+            if wait is not None:
+                self._rate_limited += 1
         if wait is not None:
-            raise ApiError(429, f"Rate limit exceeded: at most {limit} requests per second.", retry_after=wait)
+            message = f"Rate limit exceeded: at most {limit} requests per second."
+            raise ApiError(429, message, retry_after=wait if retry_after else None)
 
     # Generation ----------------------------------------------------------------------------
 

@@ -70,7 +70,14 @@ class EmulatorConfig(BaseModel):
         "image) or as a top-level block_reason with no images.",
     )
     rate_limit_rps: int | None = Field(
-        default=None, gt=0, description="Generate/edit calls allowed per second (429 past it); None: no limit."
+        default=None,
+        gt=0,
+        description="Generate/edit calls allowed in any one second (429 past it, before any latency); None: no limit.",
+    )
+    rate_limit_retry_after: bool = Field(
+        default=True,
+        description="Rate-limited 429s say when a call is allowed again (Retry-After, whole seconds); "
+        "False sends none (xAI may not).",
     )
     batch_validation_seconds: float = Field(
         default=0.2,

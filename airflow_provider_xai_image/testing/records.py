@@ -48,6 +48,9 @@ class RequestRecord:
     body_size: int
     #: The parsed JSON body when it is under 64 KB, else None.
     json: Any
+    #: Generate/edit calls being served when this request arrived, itself included when it is one
+    #: (a client sending one image request at a time shows 1; refused calls count while they are answered).
+    in_flight: int = 0
 
 
 @dataclass(frozen=True)

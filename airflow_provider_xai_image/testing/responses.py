@@ -7,7 +7,9 @@ Routes: ``POST /v1/images/generations`` and ``/v1/images/edits``, ``GET /v1/imag
 ``batches/{id}:expire`` / ``:refuse``.
 
 Every ``/v1`` call goes through the same steps: configured latency, then the next queued fault
-(dropped connection, scripted status, non-JSON body), then the API key, then the handler. Temporary
+(dropped connection, scripted status, non-JSON body), then the API key, then the handler; a
+generate/edit call over ``rate_limit_rps`` is refused (429) before all of them, as a gateway refuses
+fast. Each logged request carries the number of generate/edit calls in flight when it arrived. Temporary
 images are served without auth; control endpoints (like moto's ``/moto-api/``) need no key either.
 Paths and paging parameters are those of :mod:`~airflow_provider_xai_image.testing.contract`.
 """
@@ -186,6 +188,7 @@ class EmulatorApp:
             ("POST", f"{CONTROL_ROOT}/batches/<batch_id:batch_id>:expire", self._control_expire_batch),
             ("POST", f"{CONTROL_ROOT}/batches/<batch_id:batch_id>:refuse", self._control_refuse_batch),
         ]
+        self.generation_paths = {f"{api}/{GENERATIONS_PATH}", f"{api}/{EDITS_PATH}"}
         self.url_map = Map(
             [Rule(path, methods=[method], endpoint=handler) for method, path, handler in rules],
             converters={"batch_id": _BatchIdConverter},
@@ -195,14 +198,22 @@ class EmulatorApp:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         request = Request(environ)
         arrived = time.monotonic()
-        body = request.get_data()
-        payload = _parse_json(body)
-        response = self._dispatch(request, payload)
+        generation = request.method == "POST" and request.path in self.generation_paths
+        in_flight = self.backend.generation_started() if generation else self.backend.generations_in_flight()
+        try:
+            body = request.get_data()
+            payload = _parse_json(body)
+            response = self._dispatch(request, payload)
+        finally:
+            if generation:
+                self.backend.generation_ended()
         if not request.path.startswith(f"{CONTROL_ROOT}/"):
             logged_json = payload if payload is not _NOT_JSON and len(body) < LOG_JSON_MAX_BYTES else None
             status = None if response is None else response.status_code
             query = request.query_string.decode("latin-1")
-            record = RequestRecord(request.method, request.path, query, status, arrived, len(body), logged_json)
+            record = RequestRecord(
+                request.method, request.path, query, status, arrived, len(body), logged_json, in_flight
+            )
             self.backend.record_request(record)
         if response is None:
             _drop_connection(environ)
@@ -225,6 +236,8 @@ class EmulatorApp:
             return _error_response(ApiError(500, "The emulator failed; see its log."))
 
     def _api_call(self, handler: Handler, request: Request, payload: Any, args: Mapping[str, Any]) -> Response | None:
+        if handler in (self._generate, self._edit):
+            self.backend.check_rate_limit()
         delay = self.backend.latency()
         if delay:
             time.sleep(delay)
@@ -252,13 +265,11 @@ class EmulatorApp:
     # Images and models ---------------------------------------------------------------------
 
     def _generate(self, request: Request, payload: Any) -> Response:
-        self.backend.check_rate_limit()
         body = _validate(GenerateBody, payload)
         time.sleep(self.backend.config.generation_latency)
         return self._generation_response(request, self.backend.generate(body))
 
     def _edit(self, request: Request, payload: Any) -> Response:
-        self.backend.check_rate_limit()
         body = _validate(EditBody, payload)
         time.sleep(self.backend.config.generation_latency)
         return self._generation_response(request, self.backend.generate(body))

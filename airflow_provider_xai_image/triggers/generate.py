@@ -17,6 +17,7 @@ from airflow_provider_xai_image.exceptions import error_to_event
 from airflow_provider_xai_image.generation import GenerationRun
 from airflow_provider_xai_image.hooks.xai import XaiHook
 from airflow_provider_xai_image.models import ImageRequest
+from airflow_provider_xai_image.ratelimit import AsyncRateLimiter
 from airflow_provider_xai_image.sources import read_source_images
 from airflow_provider_xai_image.storage import ImageStore
 
@@ -43,7 +44,8 @@ class XaiGenerateImagesTrigger(BaseTrigger):
     :param folder: The task instance's output folder URI.
     :param xai_conn_id: The ``xai`` Airflow connection.
     :param source_images: Source image URIs for edits (read here, on the triggerer), or None.
-    :param max_concurrency: Most requests in flight at once (also the size of the storage thread pool).
+    :param max_concurrency: Most requests in flight at once (also the size of the storage thread pool); fewer
+        while xAI answers 429 (see :mod:`airflow_provider_xai_image.ratelimit`).
     :param on_moderation: ``fail`` or ``skip``.
     :param max_cost_usd: The budget, or None.
     """
@@ -128,6 +130,7 @@ class XaiGenerateImagesTrigger(BaseTrigger):
         if not todo:
             return 0
         slots = asyncio.Semaphore(self.max_concurrency)
+        limiter = AsyncRateLimiter(self.max_concurrency, self.log)
         failures: list[Exception] = []
         async with hook.async_client() as client:
             await hook.acheck_api_key(client)
@@ -139,7 +142,7 @@ class XaiGenerateImagesTrigger(BaseTrigger):
                     try:
                         estimate = run.reserve(index, request)
                         try:
-                            result = await hook.arun_image_request(client, request)
+                            result = await hook.arun_image_request(client, request, limiter)
                         except BaseException as error:
                             run.failed(index, request, estimate, error)
                             raise

@@ -613,6 +613,7 @@ def test_control_endpoints_configure_inspect_and_reset(xai_emulator: XaiEmulator
         "files_uploaded": 1,
         "batches_created": 0,
         "temporary_images": 3,
+        "rate_limited": 0,
     }
     assert reset.status_code == 200
     assert after["images_billed"] == after["requests"] == after["files_uploaded"] == 0

@@ -35,9 +35,13 @@ async def first_event(trigger: XaiGenerateImagesTrigger) -> dict[str, Any]:
 
 
 def operator(output_uri: str, **kwargs: Any) -> XaiGenerateImagesOperator:
-    return XaiGenerateImagesOperator(
-        task_id="generate", prompt=["a red kite", "a blue kite"], n=2, output_uri=output_uri, deferrable=True, **kwargs
-    )
+    """A deferrable generation: two prompts of two images unless ``kwargs`` say otherwise."""
+    kwargs = {"prompt": ["a red kite", "a blue kite"], "n": 2, **kwargs}
+    return XaiGenerateImagesOperator(task_id="generate", output_uri=output_uri, deferrable=True, **kwargs)
+
+
+def kites(count: int) -> list[str]:
+    return [f"kite {index}" for index in range(count)]
 
 
 def test_a_trigger_run_twice_bills_once_and_lists_each_image_once(
@@ -63,13 +67,7 @@ def test_a_trigger_run_twice_bills_once_and_lists_each_image_once(
 
 def test_a_trigger_killed_half_way_is_resumed_by_its_second_run(emulator: XaiEmulator, output_uri: str) -> None:
     emulator.configure(latency=0.4)
-    op = XaiGenerateImagesOperator(
-        task_id="generate",
-        prompt=[f"kite {i}" for i in range(6)],
-        output_uri=output_uri,
-        deferrable=True,
-        max_concurrency=2,
-    )
+    op = operator(output_uri, prompt=kites(6), n=1, max_concurrency=2)
     ctx = context()
     trigger = deferred_trigger(op, ctx)
     _, kwargs = trigger.serialize()
@@ -94,13 +92,7 @@ def test_a_cancelled_trigger_sends_no_further_requests_and_fires_no_event(
     emulator: XaiEmulator, output_uri: str
 ) -> None:
     emulator.configure(latency=0.6)
-    op = XaiGenerateImagesOperator(
-        task_id="generate",
-        prompt=[f"kite {index}" for index in range(8)],
-        output_uri=output_uri,
-        deferrable=True,
-        max_concurrency=2,
-    )
+    op = operator(output_uri, prompt=kites(8), n=1, max_concurrency=2)
     trigger = deferred_trigger(op, context())
     events: list[Any] = []
 

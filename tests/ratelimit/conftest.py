@@ -1,0 +1,35 @@
+"""Fixtures of the rate-limit tests: an emulator behind ``xai_default`` with no retries, and an output folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_xai_image.hooks.xai import XaiHook
+from airflow_provider_xai_image.testing import XaiEmulator
+
+
+@pytest.fixture
+def emulator(xai_emulator: XaiEmulator, monkeypatch: pytest.MonkeyPatch) -> XaiEmulator:
+    """The plugin's emulator as ``xai_default`` with ``max_retries=0``: any 429 a request retried on its
+    own (not through the limiter) would fail it."""
+    conn = {
+        "conn_type": "xai",
+        "password": xai_emulator.api_key,
+        "host": xai_emulator.base_url,
+        "extra": {"max_retries": 0, "timeout": 20},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_XAI_DEFAULT", json.dumps(conn))
+    return xai_emulator
+
+
+@pytest.fixture
+def hook(emulator: XaiEmulator) -> XaiHook:
+    return XaiHook()
+
+
+@pytest.fixture
+def out(tmp_path: Path) -> Path:
+    return tmp_path / "out"
