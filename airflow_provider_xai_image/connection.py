@@ -68,7 +68,10 @@ CONN_FIELDS: dict[str, Any] = {
     },
     "max_retries": {
         "label": "Max retries",
-        "description": "Retries of 429, 503 and connection errors (exponential backoff, Retry-After honoured).",
+        "description": (
+            "Retries of 503, connection errors and (outside the generate operator, which slows down "
+            "instead) 429, with exponential backoff, Retry-After honoured."
+        ),
         "schema": {"type": ["integer", "null"]},
     },
     "max_ambiguous_retries": {
