@@ -4,24 +4,61 @@ the budget, and recording each outcome.
 Both paths run the same steps, so a retried task and a trigger run a second time (after a
 triggerer restart) behave alike: records and stored images are read first, only what is missing
 is requested, and every outcome (images, a failed image, a request that may have been billed) is
-recorded per image so a second run can neither duplicate nor lose one.
+recorded per image so a second run can neither duplicate nor lose one. Nothing is held per prompt but
+a few bytes: requests are built from one template when sent (:class:`ByPrompt`), records go to the
+store's ledger on local disk.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import suppress
+from typing import TypeVar
 
 from airflow_provider_xai_image.budget import CostBudget
 from airflow_provider_xai_image.exceptions import XaiBudgetExceededError, XaiPossiblyBilledError
 from airflow_provider_xai_image.models import ImageGenerationResult, ImageRequest
-from airflow_provider_xai_image.records import RequestRecord, check_moderation, remaining_requests
+from airflow_provider_xai_image.records import Remaining, RequestRecord, check_moderation, request_fingerprint
 from airflow_provider_xai_image.storage import ImageStore
+
+Value = TypeVar("Value")
 
 
 def estimate_usd_ticks(price_per_image: int, request: ImageRequest) -> int:
     """What ``request`` may cost: its images and its source images, each at ``price_per_image``."""
     return price_per_image * (request.n + len(request.source_images or ()))
+
+
+class ByPrompt(Mapping[int, Value]):
+    """``{index: value_of(index)}`` for every prompt index ``0..count-1``, each value computed when asked
+    for and never kept: a task of 100,000 prompts holds its prompts, not 100,000 requests.
+
+    :param count: How many prompts.
+    :param value_of: The value of a prompt index.
+    """
+
+    def __init__(self, count: int, value_of: Callable[[int], Value]) -> None:
+        self._indices = range(count)
+        self._value_of = value_of
+
+    def __getitem__(self, index: int) -> Value:
+        if index not in self._indices:
+            raise KeyError(index)
+        return self._value_of(index)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._indices)
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+
+def request_fingerprints(requests: Mapping[int, ImageRequest]) -> Mapping[int, str]:
+    """Each request's fingerprint by prompt index, computed when asked for.
+
+    :param requests: Every prompt's request (e.g. from ``build_requests``: indices ``0..len-1``).
+    """
+    return ByPrompt(len(requests), lambda index: request_fingerprint(requests[index]))
 
 
 class GenerationRun:
@@ -54,20 +91,17 @@ class GenerationRun:
         self.on_moderation = on_moderation
         self.prompts = prompts
         self.max_cost_usd = max_cost_usd
-        self.records: dict[int, RequestRecord] = {}
-        self.superseded: list[RequestRecord] = []
         self.budget = CostBudget(max_cost_usd)
 
-    def resume(self) -> dict[int, tuple[ImageRequest, int]]:
+    def resume(self) -> Remaining:
         """Read what earlier runs stored; return what is left: ``{prompt_index: (request, first image index)}``.
 
         Counts what earlier runs spent (also what they possibly paid) against the budget.
         """
-        loaded = self.store.load_records(self.fingerprints.get, self.prompts)
-        self.records, self.superseded = loaded.current, loaded.superseded
-        check_moderation(self.records.values(), self.on_moderation)
-        self.budget = CostBudget(self.max_cost_usd, sum(record.spent_usd_ticks for record in self.records.values()))
-        return remaining_requests(self.requests, self.records)
+        progress = self.store.load_records(self.fingerprints.get, self.prompts)
+        check_moderation(progress.filtered_prompts(), self.on_moderation)
+        self.budget = CostBudget(self.max_cost_usd, progress.spent_usd_ticks)
+        return Remaining(self.requests, progress)
 
     def estimate(self, index: int, request: ImageRequest) -> int:
         return estimate_usd_ticks(self.prices[index], request)
@@ -84,7 +118,7 @@ class GenerationRun:
         """After an answer (blocking: downloads and uploads): store its images, record it, settle the budget."""
         record = self.store.store_result(index, request.prompt, result, self.fingerprints[index], first_image_index)
         self.budget.settle(estimate, result.cost_usd_ticks)
-        check_moderation([record], self.on_moderation)
+        check_moderation([index] if record.filtered else [], self.on_moderation)
         return record
 
     def failed(self, index: int, request: ImageRequest, estimate: int, error: BaseException) -> None:

@@ -76,6 +76,7 @@ class TaskParameters(BaseModel):
     on_moderation: OnModeration | None = None
     max_failed_fraction: Annotated[float, Field(ge=0, le=1)] | None = None
     poll_interval: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    shares: Annotated[int, Field(ge=1)] | None = None
 
     @field_validator("output_uri")
     @classmethod

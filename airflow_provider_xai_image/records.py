@@ -6,16 +6,27 @@ retried task, a trigger run again) can neither duplicate an image nor lose one: 
 keeps one entry per image. The fingerprint is a digest of what was asked (prompt, model, parameters,
 source images); a record whose fingerprint differs from the current request is *superseded*: its
 images stay where they are, the new request is generated, and the manifest says which replaced which.
+
+A task's memory does not grow with its image count. Records go to storage a few at a time and into a
+:class:`RecordLedger` on local disk (a private SQLite database, sorted by prompt index), which keeps a
+few bytes per prompt in memory (:class:`Progress`: images done, next image index, flags) for resuming
+and checking; ``manifest.json`` is streamed from the ledger at the end, images in prompt order.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal, NamedTuple
+import shutil
+import sqlite3
+import tempfile
+import threading
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import IO, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import to_json
 
 from airflow_provider_xai_image.exceptions import XaiContentFilteredError
 from airflow_provider_xai_image.models import USD_TICKS_PER_USD, ImageRequest
@@ -61,6 +72,10 @@ class ImageRecord(BaseModel):
 
 class RequestRecord(BaseModel):
     """What one paid request (or one batch result) produced."""
+
+    #: Read back from the ledger by the thousand: pydantic's cache of JSON strings would keep prompts
+    #: and digests (up to 16,384 of them), so it is kept to field names.
+    model_config = ConfigDict(cache_strings="keys")
 
     prompt_index: int
     prompt: str | None
@@ -111,53 +126,112 @@ def merge_records(earlier: RequestRecord | None, later: RequestRecord) -> Reques
     )
 
 
-class LoadedRecords(NamedTuple):
-    """Records an earlier try (or trigger run) left: those of the current requests, and superseded ones."""
-
-    current: dict[int, RequestRecord]
-    superseded: list[RequestRecord]
-
-
-def sort_records(records: Iterable[RequestRecord], fingerprint_of: Callable[[int], str | None]) -> LoadedRecords:
-    """Merge ``records`` per prompt and fingerprint; keep as current those matching ``fingerprint_of(index)``."""
-    merged: dict[tuple[int, str | None], RequestRecord] = {}
-    for record in records:
-        key = (record.prompt_index, record.fingerprint)
-        merged[key] = merge_records(merged.get(key), record)
-    current: dict[int, RequestRecord] = {}
-    superseded: list[RequestRecord] = []
-    for (index, fingerprint), record in sorted(merged.items(), key=lambda item: (item[0][0], str(item[0][1]))):
-        if fingerprint_of(index) == fingerprint:
-            current[index] = record
-        else:
-            superseded.append(record)
-    return LoadedRecords(current, superseded)
-
-
-def remaining_requests(
-    requests: Mapping[int, ImageRequest], records: Mapping[int, RequestRecord]
-) -> dict[int, tuple[ImageRequest, int]]:
-    """What is left to pay for, by prompt index: the request and the index of its first new image.
-
-    A prompt is done when it has ``n`` images stored or filtered. Otherwise only the missing images
-    are requested, numbered after every image index already used (failed slots included).
+class Progress:
+    """What resuming and the checks need of each prompt's current records, a few bytes per prompt index:
+    images done (stored or filtered), the next free image index, whether it has a record, an error or a
+    filtered image; and what was spent. 100,000 prompts take 400 kB.
     """
-    remaining = {}
-    for index, request in requests.items():
-        record = records.get(index)
-        missing = request.n - (len(record.done_images) if record else 0)
-        if missing <= 0:
-            continue
-        first = max((image.image_index for image in record.images), default=-1) + 1 if record else 0
-        remaining[index] = (request if missing == request.n else request.model_copy(update={"n": missing}), first)
-    return remaining
+
+    _RECORDED, _ERROR, _FILTERED = 1, 2, 4
+
+    def __init__(self) -> None:
+        self._done = bytearray()
+        self._flags = bytearray()
+        self._next_image = array("H")
+        #: Billed or possibly billed by the current records: what a budget counts as spent.
+        self.spent_usd_ticks = 0
+
+    def update(self, merged: RequestRecord) -> None:
+        """Take in the merged current record of a prompt (replacing what was known of that prompt).
+
+        :param merged: Every current record of the prompt, merged.
+        """
+        index = merged.prompt_index
+        if index >= len(self._flags):
+            more = index + 1 - len(self._flags)
+            self._done.extend(bytes(more))
+            self._flags.extend(bytes(more))
+            self._next_image.frombytes(bytes(more * self._next_image.itemsize))
+        self._done[index] = len(merged.done_images)
+        self._next_image[index] = max((image.image_index for image in merged.images), default=-1) + 1
+        self._flags[index] = (
+            self._RECORDED | (self._ERROR if merged.error else 0) | (self._FILTERED if merged.filtered else 0)
+        )
+
+    def _flag(self, index: int, flag: int) -> bool:
+        return index < len(self._flags) and bool(self._flags[index] & flag)
+
+    def recorded(self, index: int) -> bool:
+        """The prompt has a current record."""
+        return self._flag(index, self._RECORDED)
+
+    def failed(self, index: int) -> bool:
+        """The prompt's merged current record has an error."""
+        return self._flag(index, self._ERROR)
+
+    def done_images(self, index: int) -> int:
+        """Images of the prompt stored or filtered: nothing more to pay for."""
+        return self._done[index] if index < len(self._done) else 0
+
+    def next_image_index(self, index: int) -> int:
+        """The first image index no record of the prompt uses (failed slots included)."""
+        return self._next_image[index] if index < len(self._next_image) else 0
+
+    def filtered_prompts(self) -> list[int]:
+        """The prompt indices with an image xAI's moderation filtered."""
+        return [index for index, flags in enumerate(self._flags) if flags & self._FILTERED]
 
 
-def check_moderation(records: Iterable[RequestRecord], on_moderation: str) -> None:
-    """With ``on_moderation="fail"``, raise naming every prompt index that had an image filtered."""
+class Remaining(Mapping[int, tuple[ImageRequest, int]]):
+    """What is left to pay for when a run starts, by prompt index: the request for the missing images only,
+    and the index of its first new image.
+
+    A prompt is done when it has ``n`` images stored or filtered; the missing ones are numbered after
+    every image index already used (failed slots included). Kept as one bit per prompt (which were left
+    when the run started); each item is made from the progress when it is drawn, before its prompt runs.
+
+    :param requests: Every prompt's full request, by prompt index.
+    :param progress: What earlier runs recorded.
+    """
+
+    def __init__(self, requests: Mapping[int, ImageRequest], progress: Progress) -> None:
+        self._requests = requests
+        self._progress = progress
+        self._left = bytearray((max(requests, default=-1) + 8) // 8)
+        self._count = 0
+        for index in requests:
+            if requests[index].n > progress.done_images(index):
+                self._left[index >> 3] |= 1 << (index & 7)
+                self._count += 1
+
+    def _is_left(self, index: int) -> bool:
+        return 0 <= index < 8 * len(self._left) and bool(self._left[index >> 3] >> (index & 7) & 1)
+
+    def __getitem__(self, index: int) -> tuple[ImageRequest, int]:
+        if not self._is_left(index):
+            raise KeyError(index)
+        request = self._requests[index]
+        missing = request.n - self._progress.done_images(index)
+        if missing < request.n:
+            request = request.model_copy(update={"n": missing})
+        return request, self._progress.next_image_index(index)
+
+    def __iter__(self) -> Iterator[int]:
+        return (index for index in range(8 * len(self._left)) if self._is_left(index))
+
+    def __len__(self) -> int:
+        return self._count
+
+
+def check_moderation(filtered_prompts: Iterable[int], on_moderation: str) -> None:
+    """With ``on_moderation="fail"``, raise naming every prompt index that had an image filtered.
+
+    :param filtered_prompts: The prompt indices with a filtered image.
+    :param on_moderation: ``fail`` or ``skip``.
+    """
     if on_moderation != "fail":
         return
-    filtered = sorted(record.prompt_index for record in records if record.filtered)
+    filtered = sorted(filtered_prompts)
     if filtered:
         raise XaiContentFilteredError(
             f"xAI's moderation filtered images of prompt index(es) {filtered}; "
@@ -165,58 +239,204 @@ def check_moderation(records: Iterable[RequestRecord], on_moderation: str) -> No
         )
 
 
+#: The ledger's page cache, in KiB (SQLite's ``cache_size`` takes it negative); beyond it pages go to a
+#: temporary file.
+LEDGER_CACHE_KIB = 256
+_LEDGER_SCHEMA = f"""
+PRAGMA cache_size = -{LEDGER_CACHE_KIB};
+PRAGMA temp_store = FILE;
+CREATE TABLE records (prompt_index INTEGER NOT NULL, fingerprint TEXT, record TEXT NOT NULL);
+CREATE INDEX records_by_prompt ON records (prompt_index, fingerprint);
+CREATE TABLE uris (uri TEXT PRIMARY KEY) WITHOUT ROWID;
+"""
+#: Rows read from the ledger at a time while it is streamed.
+_ROWS_PER_READ = 128
+
+
+class RecordLedger:
+    """
+    The request records of a task instance on local disk, by prompt index: a private temporary SQLite
+    database (deleted when closed; its page cache bounded by :data:`LEDGER_CACHE_KIB`). Records are
+    merged per prompt and request fingerprint, streamed in prompt order into the manifest and looked up
+    there, never held in memory. Records of the current requests also update :attr:`progress`; the
+    others are superseded. Thread-safe.
+
+    :param fingerprint_of: The fingerprint of the current request of a prompt index (None for none).
+    """
+
+    def __init__(self, fingerprint_of: Callable[[int], str | None]) -> None:
+        self.fingerprint_of = fingerprint_of
+        self.progress = Progress()
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect("", check_same_thread=False, isolation_level=None)
+        self._db.executescript(_LEDGER_SCHEMA)
+
+    def is_current(self, record: RequestRecord) -> bool:
+        """The record is of its prompt's current request (not superseded).
+
+        :param record: A record, or several of one prompt and fingerprint merged.
+        """
+        return (
+            record.fingerprint is not None
+            and record.prompt_index >= 0
+            and self.fingerprint_of(record.prompt_index) == record.fingerprint
+        )
+
+    def add(self, record: RequestRecord) -> None:
+        """Keep ``record`` (on disk) and count it in :attr:`progress` when it is current.
+
+        :param record: A record, saved to storage or about to be.
+        """
+        current = self.is_current(record)
+        data = record.model_dump_json()
+        uris = [(image.uri,) for image in record.images if image.uri]
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO records (prompt_index, fingerprint, record) VALUES (?, ?, ?)",
+                (record.prompt_index, record.fingerprint, data),
+            )
+            self._db.executemany("INSERT OR IGNORE INTO uris (uri) VALUES (?)", uris)
+            if current:
+                recorded = self.progress.recorded(record.prompt_index)
+                merged = self._merged(record.prompt_index, record.fingerprint) if recorded else None
+                self.progress.update(merged or record)
+                self.progress.spent_usd_ticks += record.spent_usd_ticks
+
+    def _merged(self, prompt_index: int, fingerprint: str | None) -> RequestRecord | None:
+        merged = None
+        rows = self._db.execute(
+            "SELECT record FROM records WHERE prompt_index = ? AND fingerprint IS ? ORDER BY rowid",
+            (prompt_index, fingerprint),
+        )
+        for (data,) in rows:
+            merged = merge_records(merged, RequestRecord.model_validate_json(data))
+        return merged
+
+    def current_record(self, prompt_index: int) -> RequestRecord | None:
+        """The current records of a prompt, merged (None when it has none).
+
+        :param prompt_index: The prompt.
+        """
+        fingerprint = self.fingerprint_of(prompt_index)
+        if fingerprint is None:
+            return None
+        with self._lock:
+            return self._merged(prompt_index, fingerprint)
+
+    def has_uri(self, uri: str) -> bool:
+        """A record names the image at ``uri``.
+
+        :param uri: An image's URI.
+        """
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM uris WHERE uri = ?", (uri,)).fetchone() is not None
+
+    def groups(self) -> Iterator[RequestRecord]:
+        """Every prompt's records merged per request fingerprint, by prompt index (then fingerprint),
+        read from disk a few rows at a time. For when no more records are being added."""
+        with self._lock:
+            cursor = self._db.execute("SELECT record FROM records ORDER BY prompt_index, fingerprint, rowid")
+        group: RequestRecord | None = None
+        while True:
+            with self._lock:
+                rows = cursor.fetchmany(_ROWS_PER_READ)
+            if not rows:
+                break
+            for (data,) in rows:
+                record = RequestRecord.model_validate_json(data)
+                if group is not None and (group.prompt_index, group.fingerprint) == (
+                    record.prompt_index,
+                    record.fingerprint,
+                ):
+                    group = merge_records(group, record)
+                    continue
+                if group is not None:
+                    yield group
+                group = record
+        if group is not None:
+            yield group
+
+    def image_uris(self) -> list[str]:
+        """The URIs of the current requests' stored images, in prompt and image order."""
+        return [
+            image.uri for group in self.groups() if self.is_current(group) for image in group.done_images if image.uri
+        ]
+
+    def write_manifest(self, sink: IO[bytes], *, elapsed_seconds: float, parameters: dict[str, Any]) -> dict[str, Any]:
+        """Stream ``manifest.json`` (the format of :class:`Manifest`) into ``sink``; return its totals.
+
+        Images and errors of the current requests come in prompt order, then what was superseded; the
+        totals are counted on the way. Errors and superseded entries wait in temporary files, so nothing
+        is held per image.
+
+        :param sink: A binary file.
+        :param elapsed_seconds: The run's duration, for the totals.
+        :param parameters: The task's parameters, recorded as they are.
+        """
+        totals = dict.fromkeys(("requests", "images", "filtered", "failed_requests", "cost", "possibly_billed"), 0)
+        with tempfile.TemporaryFile() as errors_file, tempfile.TemporaryFile() as superseded_file:
+            images, errors, superseded = _JsonArray(sink), _JsonArray(errors_file), _JsonArray(superseded_file)
+            sink.write(b'{"images":[')
+            for group in self.groups():
+                if not self.is_current(group):
+                    uris = [image.uri for image in group.images if image.uri]
+                    if uris:
+                        entry = {"prompt_index": group.prompt_index, "fingerprint": group.fingerprint, "uris": uris}
+                        superseded.add(to_json(entry))
+                    continue
+                totals["requests"] += 1
+                totals["cost"] += group.cost_usd_ticks
+                totals["possibly_billed"] += group.possibly_billed_usd_ticks
+                for image in group.done_images:
+                    images.add(image.model_dump_json().encode())
+                    totals["images"] += image.uri is not None
+                    totals["filtered"] += image.moderation == "filtered"
+                if group.error:
+                    totals["failed_requests"] += 1
+                    error = {"prompt_index": group.prompt_index, "prompt": group.prompt, "error": group.error}
+                    errors.add(to_json(error))
+            for name, part in ((b"errors", errors_file), (b"superseded", superseded_file)):
+                sink.write(b'],"' + name + b'":[')
+                part.seek(0)
+                shutil.copyfileobj(part, sink)
+        manifest_totals = {
+            "requests": totals["requests"],
+            "images": totals["images"],
+            "filtered": totals["filtered"],
+            "failed_requests": totals["failed_requests"],
+            "cost_usd_ticks": totals["cost"],
+            "cost_usd": totals["cost"] / USD_TICKS_PER_USD,
+            "possibly_billed_usd_ticks": totals["possibly_billed"],
+            "possibly_billed_usd": totals["possibly_billed"] / USD_TICKS_PER_USD,
+            "elapsed_seconds": round(elapsed_seconds, 3),
+        }
+        sink.write(b'],"totals":' + to_json(manifest_totals) + b',"parameters":' + to_json(parameters) + b"}")
+        return manifest_totals
+
+    def close(self) -> None:
+        """Close the database (its file goes with it)."""
+        with self._lock:
+            self._db.close()
+
+
+class _JsonArray:
+    """The items of a JSON array, written one at a time (the brackets are the caller's)."""
+
+    def __init__(self, sink: IO[bytes]) -> None:
+        self.sink = sink
+        self.count = 0
+
+    def add(self, item: bytes) -> None:
+        self.sink.write(b"," + item if self.count else item)
+        self.count += 1
+
+
 class Manifest(BaseModel):
-    """``manifest.json``: every image, the errors, what was superseded, the totals and the parameters."""
+    """The format of ``manifest.json`` (written by :meth:`RecordLedger.write_manifest`): every image,
+    the errors, what was superseded, the totals and the parameters."""
 
     images: list[ImageRecord]
     errors: list[dict[str, Any]] = Field(default_factory=list)
     superseded: list[dict[str, Any]] = Field(default_factory=list)
     totals: dict[str, Any]
     parameters: dict[str, Any]
-
-    @classmethod
-    def from_records(
-        cls,
-        records: Iterable[RequestRecord],
-        *,
-        elapsed_seconds: float,
-        parameters: dict[str, Any],
-        superseded: Iterable[RequestRecord] = (),
-    ) -> Manifest:
-        ordered = sorted(records, key=lambda record: record.prompt_index)
-        images = [image for record in ordered for image in record.done_images]
-        cost_ticks = sum(record.cost_usd_ticks for record in ordered)
-        possibly_billed = sum(record.possibly_billed_usd_ticks for record in ordered)
-        return cls(
-            images=images,
-            errors=[
-                {"prompt_index": record.prompt_index, "prompt": record.prompt, "error": record.error}
-                for record in ordered
-                if record.error
-            ],
-            superseded=[
-                {
-                    "prompt_index": record.prompt_index,
-                    "fingerprint": record.fingerprint,
-                    "uris": [image.uri for image in record.images if image.uri],
-                }
-                for record in superseded
-                if any(image.uri for image in record.images)
-            ],
-            totals={
-                "requests": len(ordered),
-                "images": sum(1 for image in images if image.uri),
-                "filtered": sum(1 for image in images if image.moderation == "filtered"),
-                "failed_requests": sum(1 for record in ordered if record.error),
-                "cost_usd_ticks": cost_ticks,
-                "cost_usd": cost_ticks / USD_TICKS_PER_USD,
-                "possibly_billed_usd_ticks": possibly_billed,
-                "possibly_billed_usd": possibly_billed / USD_TICKS_PER_USD,
-                "elapsed_seconds": round(elapsed_seconds, 3),
-            },
-            parameters=parameters,
-        )
-
-    @property
-    def image_uris(self) -> list[str]:
-        return [image.uri for image in self.images if image.uri]

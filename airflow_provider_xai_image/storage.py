@@ -10,7 +10,9 @@ Layout under ``output_uri`` for one task instance::
 and image it is and which request made it (the request's fingerprint), so a stored image proves
 what was paid for even when a crash lost its record: it is then recovered from storage, with size,
 type and sha256 read back. Records add what a name cannot carry (revised prompt, model, cost,
-moderation, errors); they are saved a few requests at a time and always when a try ends.
+moderation, errors); they are saved a few requests at a time and always when a try ends, and kept in
+a :class:`~airflow_provider_xai_image.records.RecordLedger` on local disk from which ``manifest.json``
+is streamed at the end: the task holds nothing per image.
 
 Every image goes through a spool folder on local disk first (one folder per task instance), and is
 verified whole there before it is published. A billed image stays in the spool until it is stored:
@@ -32,7 +34,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import tenacity
 from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
@@ -51,10 +53,9 @@ from airflow_provider_xai_image.models import GeneratedImage, ImageGenerationRes
 from airflow_provider_xai_image.records import (
     FINGERPRINT_CHARS,
     ImageRecord,
-    LoadedRecords,
-    Manifest,
+    Progress,
+    RecordLedger,
     RequestRecord,
-    sort_records,
 )
 
 if TYPE_CHECKING:
@@ -162,6 +163,8 @@ class ImageStore:
     """Stores one task instance's images, records and manifest under ``folder``, through its spool.
 
     Use it as a context manager (or call :meth:`save_records`) so records are saved when work ends.
+    :meth:`load_records` comes first (it opens the ledger new records go to), :meth:`write_manifest`
+    and :meth:`close` last.
 
     :param folder: The task instance's folder (see :func:`task_output_path`).
     :param hook: Downloads temporary image URLs.
@@ -176,6 +179,7 @@ class ImageStore:
         self._uri = str(folder).rstrip("/")
         self.spool = os.path.join(SPOOL_ROOT, hashlib.sha256(self._uri.encode()).hexdigest()[:16])
         self._unsaved: list[RequestRecord] = []
+        self._ledger: RecordLedger | None = None
         self._unsaved_since = time.monotonic()
         self._lock = threading.Lock()
 
@@ -191,7 +195,8 @@ class ImageStore:
         try:
             publish(self._fs, f"{self._path}/{name}", local_file=local_file, data=data)
         except Exception as error:
-            kept = f"; the image stays in the spool {local_file} for the next try" if local_file else ""
+            spooled = local_file is not None and _IMAGE_NAME.match(name)
+            kept = f"; the image stays in the spool {local_file} for the next try" if spooled else ""
             raise XaiStorageError(f"Upload of {uri} failed: {type(error).__name__}: {error}{kept}") from error
         return uri
 
@@ -242,8 +247,19 @@ class ImageStore:
         self.add_record(record)
         return record
 
+    @property
+    def ledger(self) -> RecordLedger:
+        """The task instance's records (opened by :meth:`load_records`)."""
+        if self._ledger is None:
+            raise RuntimeError("ImageStore.load_records() must come before records are added or read")
+        return self._ledger
+
     def add_record(self, record: RequestRecord) -> None:
-        """Queue a record; save the queue once it is long or old enough."""
+        """Keep a record in the ledger and queue it for saving; save the queue once it is long or old enough.
+
+        :param record: What one request (or batch result) produced.
+        """
+        self.ledger.add(record)
         with self._lock:
             if not self._unsaved:
                 self._unsaved_since = time.monotonic()
@@ -332,38 +348,50 @@ class ImageStore:
 
     def load_records(
         self, fingerprint_of: Callable[[int], str | None], prompts: Sequence[str | None] | None = None
-    ) -> LoadedRecords:
-        """What earlier tries stored: their records, plus any stored image no record names, split into
-        the records of the current requests and superseded ones.
+    ) -> Progress:
+        """Open the ledger and read what earlier tries stored into it: their records, plus any stored image
+        no record names (recorded now, and saved with the next records); return the progress of the
+        current requests.
 
         :param fingerprint_of: The fingerprint of the current request of a prompt index.
         :param prompts: The task's prompts, to name the prompt of recovered images.
         """
-        records: list[RequestRecord] = []
-        records_dir = self.folder / RECORDS_DIR
-        if records_dir.exists():
-            for path in records_dir.iterdir():
-                if path.name.endswith(".json") and not path.name.startswith("."):
-                    records += [RequestRecord.model_validate(item) for item in json.loads(path.read_bytes())]
-        recovered = list(self._recover_unrecorded_images(records, prompts))
+        if self._ledger is not None:
+            self._ledger.close()
+        self._ledger = RecordLedger(fingerprint_of)
+        self.read_records(self.folder)
+        recovered = list(self._recover_unrecorded_images(prompts))
+        for record in recovered:
+            self.add_record(record)
         if recovered:
             self.hook.log.warning(
                 "Recovered %d stored image(s) of prompt index(es) %s whose records a crashed try did not "
                 "save; their revised prompt and cost are unknown.",
-                sum(len(record.images) for record in recovered),
+                len(recovered),
                 sorted({record.prompt_index for record in recovered}),
             )
-        return sort_records([*records, *recovered], fingerprint_of)
+        return self._ledger.progress
 
-    def _recover_unrecorded_images(
-        self, records: list[RequestRecord], prompts: Sequence[str | None] | None
-    ) -> Iterator[RequestRecord]:
+    def read_records(self, folder: ObjectStoragePath) -> None:
+        """Read the records saved under ``folder`` (this store's own, or those of a share of a batch job
+        stored by several tasks) into the ledger, one records object at a time.
+
+        :param folder: A task instance's folder.
+        """
+        records_dir = folder / RECORDS_DIR
+        if not records_dir.exists():
+            return
+        for path in records_dir.iterdir():
+            if path.name.endswith(".json") and not path.name.startswith("."):
+                for item in json.loads(path.read_bytes()):
+                    self.ledger.add(RequestRecord.model_validate(item))
+
+    def _recover_unrecorded_images(self, prompts: Sequence[str | None] | None) -> Iterator[RequestRecord]:
         if not self.folder.exists():
             return
-        recorded = {image.uri for record in records for image in record.images if image.uri}
         for path in self.folder.iterdir():
             match = _IMAGE_NAME.match(path.name)
-            if match is None or str(path) in recorded:
+            if match is None or self.ledger.has_uri(str(path)):
                 continue
             prompt_index = int(match["prompt"])
             prompt = prompts[prompt_index] if prompts is not None and prompt_index < len(prompts) else None
@@ -393,11 +421,31 @@ class ImageStore:
                 ],
             )
 
-    def write_manifest(self, manifest: Manifest) -> str:
-        """Write ``manifest.json`` (atomically, last); return its URI. The spool folder goes with it."""
-        uri = self._publish(MANIFEST_NAME, data=manifest.model_dump_json().encode())
+    def write_manifest(self, parameters: dict[str, Any], elapsed_seconds: float) -> tuple[str, dict[str, Any]]:
+        """Save the records still queued, then stream ``manifest.json`` from the ledger into a spool file and
+        publish it whole (last); return its URI and totals. The spool folder goes with it.
+
+        :param parameters: The task's parameters, recorded in the manifest.
+        :param elapsed_seconds: The run's duration, for the totals.
+        """
+        self.save_records()
+        os.makedirs(self.spool, exist_ok=True)
+        spooled = os.path.join(self.spool, f".{MANIFEST_NAME}.{uuid.uuid4().hex}")
+        with open(spooled, "wb") as sink:
+            totals = self.ledger.write_manifest(sink, elapsed_seconds=elapsed_seconds, parameters=parameters)
+        uri = self._publish(MANIFEST_NAME, local_file=spooled)
         shutil.rmtree(self.spool, ignore_errors=True)
-        return uri
+        return uri, totals
+
+    def image_uris(self) -> list[str]:
+        """The URIs of the current requests' stored images, in prompt and image order (the XCom value)."""
+        return self.ledger.image_uris()
+
+    def close(self) -> None:
+        """Close the ledger (its file on local disk goes with it)."""
+        if self._ledger is not None:
+            self._ledger.close()
+            self._ledger = None
 
 
 def _failed_images(images: list[ImageRecord]) -> str | None:

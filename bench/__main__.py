@@ -1,7 +1,9 @@
-"""``python -m bench [A B C D E] [--quick] [--profile]``: run the benchmarks, print a table and JSON.
+"""``python -m bench [A B C D E F G H] [--quick] [--profile]``: run the benchmarks, print a table and JSON.
 
-A throughput at 1 s generation latency, B CPU per image, C peak RSS 10 vs 100 2k images, D deferrable worker time,
-E a large batch end to end. The JSON also goes to bench/results/latest.json (git-ignored).
+A throughput at 1 s generation latency, B CPU per image, C RSS growth at 1,000 vs 20,000 images, D deferrable
+worker time, E a large batch end to end, F throughput under a rate limit of 5 requests/s, G a 20,000-request
+batch stored by 1 vs 4 mapped tasks (LocalExecutor), H DAG parsing (import time) vs ``import airflow.sdk``.
+The JSON also goes to bench/results/latest.json (git-ignored).
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ BENCHMARKS = {
     "C": "bench.memory",
     "D": "bench.deferrable",
     "E": "bench.batch",
+    "F": "bench.ratelimit",
+    "G": "bench.shares",
+    "H": "bench.imports",
 }
 PACKAGES = (
     "apache-airflow",
@@ -52,7 +57,7 @@ PACKAGES = (
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("benchmarks", nargs="*", metavar="BENCH", help="any of A B C D E (default: all)")
+    parser.add_argument("benchmarks", nargs="*", metavar="BENCH", help="any of A B C D E F G H (default: all)")
     parser.add_argument("--quick", action="store_true", help="smaller sizes and latencies (a smoke run)")
     parser.add_argument("--profile", action="store_true", help="always profile B (it does when B misses its target)")
     args = parser.parse_args(argv)

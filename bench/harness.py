@@ -378,8 +378,14 @@ class StandInTI:
 
 
 class OutletEvent:
+    """The accessor of one outlet: ``.extra`` for an Asset; ``.add(asset, extra)`` for an AssetAlias."""
+
     def __init__(self) -> None:
         self.extra: dict[str, Any] | None = None
+        self.added: list[tuple[Any, dict[str, Any] | None]] = []
+
+    def add(self, asset: Any, extra: dict[str, Any] | None = None) -> None:
+        self.added.append((asset, extra))
 
 
 def make_context(task_id: str, run_id: str | None = None) -> dict[str, Any]:

@@ -1,16 +1,18 @@
 """
 The Batch API with submit / sense / fetch: submit prompts as one batch (cheaper, not rate limited),
-wait for it with a deferrable sensor that holds no worker, then store the images and use their paths.
+wait for it with a deferrable sensor that holds no worker, then store the images in shares, one mapped
+task per share (on as many workers at once), write the job's one manifest from theirs, and use the paths.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from airflow.sdk import DAG
+from airflow.sdk import DAG, XComArg
 from xai_example_utils import OUTPUT_URI, POLL_INTERVAL, check_images
 
 from airflow_provider_xai_image.operators.batch import (
+    XaiAssembleManifestOperator,
     XaiBatchGenerateImagesOperator,
     XaiStoreBatchResultsOperator,
 )
@@ -18,6 +20,8 @@ from airflow_provider_xai_image.sensors.batch import XaiBatchSensor
 
 PROMPTS = [f"Catalogue photo of item {sku}: a wooden toy, white background" for sku in range(1, 21)]
 BATCH_ID = "{{ ti.xcom_pull(task_ids='submit', key='batch_id') }}"
+#: Mapped store tasks, each storing a disjoint share of the results (prompt index % SHARES).
+SHARES = 4
 
 with DAG(
     dag_id="xai_batch_images",
@@ -41,12 +45,19 @@ with DAG(
         poke_interval=POLL_INTERVAL,
         max_failed_fraction=0.05,
     )
-    store = XaiStoreBatchResultsOperator(
+    store = XaiStoreBatchResultsOperator.partial(
         task_id="store",
         batch_id=BATCH_ID,
         output_uri=OUTPUT_URI,
         prompts=PROMPTS,
+        shares=SHARES,
+    ).expand(share=list(range(SHARES)))
+    manifest = XaiAssembleManifestOperator(
+        task_id="manifest",
+        batch_id=BATCH_ID,
+        output_uri=OUTPUT_URI,
+        share_manifests=XComArg(store, key="manifest"),
     )
 
     submit >> wait >> store
-    check_images(store.output)
+    check_images(manifest.output)

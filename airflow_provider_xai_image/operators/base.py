@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -12,7 +12,7 @@ from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperat
 from airflow_provider_xai_image.budget import usd
 from airflow_provider_xai_image.connection import DEFAULT_CONN_ID
 from airflow_provider_xai_image.exceptions import XaiPermanentError
-from airflow_provider_xai_image.hooks.xai import XaiHook
+from airflow_provider_xai_image.generation import ByPrompt
 from airflow_provider_xai_image.lineage import (
     asset_uri,
     openlineage_datasets,
@@ -22,12 +22,13 @@ from airflow_provider_xai_image.lineage import (
 )
 from airflow_provider_xai_image.models import ImageRequest
 from airflow_provider_xai_image.params import TaskParameters
-from airflow_provider_xai_image.records import Manifest, RequestRecord
 from airflow_provider_xai_image.sources import read_source_images
 from airflow_provider_xai_image.storage import ImageStore, task_output_path
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from airflow_provider_xai_image.hooks.xai import XaiHook
 
 
 @contextmanager
@@ -66,6 +67,9 @@ class XaiImageOutputOperator(BaseOperator):
     @cached_property
     def hook(self) -> XaiHook:
         """The task's one :class:`XaiHook` (built after templates are rendered)."""
+        # Imported here: DAG files import the operators on every parse, and the hook brings the HTTP clients.
+        from airflow_provider_xai_image.hooks.xai import XaiHook
+
         return XaiHook(xai_conn_id=self.xai_conn_id)
 
     def image_store(self, context: Context) -> ImageStore:
@@ -90,21 +94,23 @@ class XaiImageOutputOperator(BaseOperator):
         inputs, outputs = self._lineage
         return OperatorLineage(inputs=openlineage_datasets(inputs), outputs=openlineage_datasets(outputs))
 
-    def finish(
-        self,
-        context: Context,
-        store: ImageStore,
-        records: dict[int, RequestRecord],
-        elapsed: float,
-        superseded: Sequence[RequestRecord] = (),
-    ) -> list[str]:
-        """Write the manifest, push its URI to XCom ``manifest``, record the Asset event; return the image URIs."""
-        manifest = Manifest.from_records(
-            records.values(), elapsed_seconds=elapsed, parameters=self.parameters(), superseded=superseded
-        )
-        manifest_uri = store.write_manifest(manifest)
+    def announces_output(self) -> bool:
+        """Whether a run that stored images records an Asset event on the output location."""
+        return True
+
+    def finish(self, context: Context, store: ImageStore, elapsed: float) -> list[str]:
+        """Write the manifest from the store's records (streamed), push its URI to XCom ``manifest``, record
+        the Asset event; return the image URIs (the XCom value: not even built with ``do_xcom_push=False``,
+        so that a task of 100,000 images holds nothing per image; downstream then reads the manifest).
+
+        :param context: The task's context.
+        :param store: The task instance's store, its records loaded.
+        :param elapsed: The run's duration in seconds.
+        """
+        manifest_uri, totals = store.write_manifest(self.parameters(), elapsed)
+        uris = store.image_uris() if self.do_xcom_push else []
+        store.close()
         context["ti"].xcom_push(key="manifest", value=manifest_uri)
-        totals = manifest.totals
         sources = self.lineage_sources()
         report(
             context,
@@ -112,7 +118,7 @@ class XaiImageOutputOperator(BaseOperator):
             output_uri=self.output_uri,
             folder_uri=str(store.folder),
             sources=sources,
-            images=totals["images"],
+            images=totals["images"] if self.announces_output() else 0,
             manifest_uri=manifest_uri,
         )
         self._lineage = (storage_sources(sources), [asset_uri(str(store.folder))])
@@ -128,7 +134,7 @@ class XaiImageOutputOperator(BaseOperator):
             usd(totals["possibly_billed_usd_ticks"]),
             manifest_uri,
         )
-        return manifest.image_uris
+        return uris
 
 
 class XaiImageRequestOperator(XaiImageOutputOperator):
@@ -195,15 +201,20 @@ class XaiImageRequestOperator(XaiImageOutputOperator):
             "source_images": self.source_images,
         }
 
-    def build_requests(self, prompts: Sequence[str]) -> dict[int, ImageRequest]:
-        """Validate every parameter, read the source images, and build one request per prompt (by index)."""
+    def build_requests(self, prompts: Sequence[str]) -> Mapping[int, ImageRequest]:
+        """Validate every parameter, read the source images, and return each prompt's request by index,
+        built when asked for from one validated request (the prompts are checked already).
+
+        :param prompts: The checked prompts (non-blank strings).
+        """
         checked = TaskParameters.check(n=self.n, source_images=self.source_images)
         params = {**self.request_parameters(), "n": checked.n, "user": self.user, "source_images": None}
-        for prompt in prompts[:1]:
-            self.hook.build_request(prompt, **params)  # every parameter checked before the sources are read
+        template = self.hook.build_request(prompts[0], **params)  # every parameter checked before sources are read
         if checked.source_images:
-            params["source_images"] = read_source_images(checked.source_images)
-        return {index: self.hook.build_request(prompt, **params) for index, prompt in enumerate(prompts)}
+            template = self.hook.build_request(
+                prompts[0], **{**params, "source_images": read_source_images(checked.source_images)}
+            )
+        return ByPrompt(len(prompts), lambda index: template.model_copy(update={"prompt": prompts[index]}))
 
     def lineage_sources(self) -> list[str]:
         return TaskParameters.check(source_images=self.source_images).source_images or []

@@ -1,17 +1,21 @@
 """Operators for xAI's Batch API: submit prompts as a batch job, and store a finished job's images.
 
 A job is one batch, or several when its input file would pass ~100 MB; ``batch_id`` (XCom and
-parameters) then names them all, comma-separated.
+parameters) then names them all, comma-separated. A large job's images can be stored by several mapped
+tasks in parallel, each a share of the results (``share``/``shares``), with
+:class:`XaiAssembleManifestOperator` writing the job's one manifest from theirs last.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import conf
+from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_xai_image.batch_state import judge, judge_one, split_batch_ids
 from airflow_provider_xai_image.batching import batch_files
@@ -23,8 +27,8 @@ from airflow_provider_xai_image.exceptions import (
     XaiBatchRefusedError,
     XaiError,
     XaiPossiblyBilledError,
+    XaiRequestValidationError,
 )
-from airflow_provider_xai_image.hooks.xai import XaiHook
 from airflow_provider_xai_image.models import Batch, BatchResult, ImageRequest
 from airflow_provider_xai_image.operators.base import (
     XaiImageOutputOperator,
@@ -32,12 +36,13 @@ from airflow_provider_xai_image.operators.base import (
     failing_without_retry,
 )
 from airflow_provider_xai_image.params import TaskParameters
-from airflow_provider_xai_image.records import RequestRecord, batch_fingerprint, merge_records
-from airflow_provider_xai_image.storage import ImageStore, safe_segment
-from airflow_provider_xai_image.triggers.batch import XaiBatchTrigger
+from airflow_provider_xai_image.records import RequestRecord, batch_fingerprint
+from airflow_provider_xai_image.storage import MANIFEST_NAME, ImageStore, safe_segment
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from airflow_provider_xai_image.hooks.xai import XaiHook
 
 #: task_state_store key of the job's batch ids (renaming it breaks reconnection of in-flight retries).
 BATCH_IDS_STATE_KEY = "xai_batch_ids"
@@ -56,62 +61,87 @@ def store_batch_results(
     prompts: Sequence[str] | None,
     max_concurrency: int,
     model: str = "",
-) -> dict[int, RequestRecord]:
+    share: int = 0,
+    shares: int = 1,
+) -> None:
     """
-    Page through a finished job's results and store each image; requests xAI reports failed become
-    error records. Results an earlier try stored are skipped. ``batch_request_id`` is the prompt index.
+    Page through a finished job's results and store each image of this share into ``store``; requests xAI
+    reports failed become error records. Results an earlier try stored are skipped. ``batch_request_id``
+    is the prompt index; a share takes the prompt indices ``index % shares == share`` (and share 0 the
+    ids that are no prompt index), so shares are disjoint and together take every result.
 
     Nothing is lost silently: a result that cannot be read or stored, or fewer successes listed than
     xAI counts, fails with counts and ids after everything else was stored.
+
+    :param hook: Reads the results.
+    :param store: The task instance's store (records go to its ledger; the caller writes the manifest).
+    :param batches: The job's finished batches.
+    :param prompts: The job's prompts, to record them (optional).
+    :param max_concurrency: Most images downloaded and stored at once.
+    :param model: The model asked for (recorded when a result names none).
+    :param share: Which share of the results to store, ``0..shares-1``.
+    :param shares: Into how many shares the results are split.
     """
     fingerprint = batch_fingerprint([batch.batch_id for batch in batches])
-    records = store.load_records(lambda _: fingerprint, prompts).current
+    progress = store.load_records(lambda _: fingerprint, prompts)
+    #: Prompt indices of the job: its prompts, else the requests xAI counted.
+    job_size = len(prompts) if prompts is not None else sum(batch.state.num_requests for batch in batches)
     lost: dict[str, str] = {}
     succeeded = 0
 
-    def store_one(result: BatchResult) -> RequestRecord | None:
-        try:
-            index = int(result.batch_request_id)
-        except ValueError:
+    def prompt_index(result: BatchResult) -> int | None:
+        request_id = result.batch_request_id
+        return int(request_id) if request_id.isdigit() and int(request_id) < job_size else None
+
+    def counted(result: BatchResult) -> BatchResult:
+        nonlocal succeeded
+        succeeded += result.result is not None
+        return result
+
+    def mine(result: BatchResult) -> bool:
+        index = prompt_index(result)
+        return share == 0 if index is None else index % shares == share
+
+    def todo(result: BatchResult) -> bool:
+        index = prompt_index(result)
+        if index is None or not progress.recorded(index):
+            return True
+        if result.result is not None:  # images an earlier try could not store
+            return progress.done_images(index) < len(result.result.images)
+        return not progress.done_images(index) and not progress.failed(index)
+
+    def store_one(result: BatchResult) -> None:
+        index = prompt_index(result)
+        if index is None:
             lost[result.batch_request_id] = "its batch_request_id is not a prompt index of this job"
-            return None
+            return
         if result.unreadable:
             lost[result.batch_request_id] = f"unreadable result ({result.unreadable})"
-            return None
-        prompt = prompts[index] if prompts is not None and index < len(prompts) else None
+            return
+        prompt = prompts[index] if prompts is not None else None
         if result.result is None:
-            record = RequestRecord(
+            failed = RequestRecord(
                 prompt_index=index, prompt=prompt, model=model, fingerprint=fingerprint, error=result.error
             )
-            store.add_record(record)
-            return record
+            store.add_record(failed)
+            return
         # Stored again after an earlier try lost some of its images: its cost is recorded already.
-        stored = result.result if index not in records else result.result.model_copy(update={"cost_usd_ticks": 0})
+        recorded = progress.recorded(index)
+        stored = result.result.model_copy(update={"cost_usd_ticks": 0}) if recorded else result.result
         record = store.store_result(index, prompt, stored, fingerprint)
         for image in record.images:
             if image.error:
                 lost[f"{result.batch_request_id}/image {image.image_index}"] = image.error
-        return record
 
-    def todo(result: BatchResult) -> bool:
-        nonlocal succeeded
-        succeeded += result.result is not None
-        record = records.get(int(result.batch_request_id)) if result.batch_request_id.isdigit() else None
-        if record is not None and result.result is not None:  # images an earlier try could not store
-            return len(record.done_images) < len(result.result.images)
-        return record is None or (not record.done_images and record.error is None)
-
-    results = (result for batch in batches for result in hook.iter_batch_results(batch.batch_id, model=model))
+    results = (counted(result) for batch in batches for result in hook.iter_batch_results(batch.batch_id, model=model))
     with store:
-        for record in map_concurrently(store_one, filter(todo, results), max_concurrency):
-            if record is not None:
-                records[record.prompt_index] = merge_records(records.get(record.prompt_index), record)
+        work = (result for result in results if mine(result) and todo(result))
+        deque(map_concurrently(store_one, work, max_concurrency), maxlen=0)
     reported = sum(batch.state.num_success for batch in batches)
     if succeeded < reported:
         lost["(missing)"] = f"xAI counts {reported} succeeded requests but its results listed {succeeded}"
     if lost:
         raise XaiBatchFailedError(_lost_message(lost, reported))
-    return records
 
 
 def _lost_message(lost: dict[str, str], reported: int) -> str:
@@ -154,11 +184,20 @@ class XaiStoreBatchResultsOperator(XaiImageOutputOperator):
     listed under ``errors`` in the manifest. Any result xAI reports as succeeded that cannot be read or
     stored (an expired URL among them) fails the task with counts and ids, after the rest are stored.
 
+    A large job can be stored by several workers at once: map the task over its shares,
+    ``XaiStoreBatchResultsOperator.partial(..., shares=4).expand(share=[0, 1, 2, 3])``. Each mapped task
+    stores the results of the prompt indices ``index % shares == share`` into its own folder (each reads
+    every results page, xAI has no other way to list them), resumes on its own, and writes the manifest
+    of its share; :class:`XaiAssembleManifestOperator` then writes the job's manifest and records the
+    job's Asset event (shares record none, so that nothing downstream starts on a part of the job).
+
     :param batch_id: The batch (templated), e.g. ``"{{ ti.xcom_pull('submit', key='batch_id') }}"``;
         several comma-separated for a job split in parts.
     :param output_uri: Where images go (templated).
     :param prompts: The batch's prompts, to record them in the manifest (optional, templated).
     :param max_concurrency: Most images downloaded and stored at once.
+    :param share: Which share of the results this task stores, ``0..shares-1`` (what a mapped task expands).
+    :param shares: Into how many shares the results are split (1: this task stores them all).
     :param xai_conn_id: The ``xai`` Airflow connection (templated).
     """
 
@@ -171,17 +210,29 @@ class XaiStoreBatchResultsOperator(XaiImageOutputOperator):
         output_uri: str,
         prompts: list[str] | None = None,
         max_concurrency: int = 16,
+        share: int = 0,
+        shares: int = 1,
         xai_conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
-        TaskParameters.check(max_concurrency=max_concurrency)
+        TaskParameters.check(max_concurrency=max_concurrency, shares=shares)
+        if not 0 <= share < shares:
+            raise XaiRequestValidationError(
+                f"Invalid operator parameter: share: must be 0..{shares - 1} (shares={shares}) (got {share!r})"
+            )
         super().__init__(output_uri=output_uri, xai_conn_id=xai_conn_id, **kwargs)
         self.batch_id = batch_id
         self.prompts = prompts
         self.max_concurrency = max_concurrency
+        self.share = share
+        self.shares = shares
 
     def parameters(self) -> dict[str, Any]:
-        return {**super().parameters(), "batch_id": self.batch_id}
+        return {**super().parameters(), "batch_id": self.batch_id, "share": self.share, "shares": self.shares}
+
+    def announces_output(self) -> bool:
+        """A share records no Asset event: the job's manifest, written last, does."""
+        return self.shares == 1
 
     def execute(self, context: Context) -> list[str]:
         with failing_without_retry(self.log):
@@ -190,8 +241,64 @@ class XaiStoreBatchResultsOperator(XaiImageOutputOperator):
             store = self.image_store(context)
             store.prepare()
             batches = finished_batches(self.hook, split_batch_ids(self.batch_id))
-            records = store_batch_results(self.hook, store, batches, prompts, self.max_concurrency)
-            return self.finish(context, store, records, time.monotonic() - started)
+            store_batch_results(
+                self.hook, store, batches, prompts, self.max_concurrency, share=self.share, shares=self.shares
+            )
+            return self.finish(context, store, time.monotonic() - started)
+
+
+class XaiAssembleManifestOperator(XaiImageOutputOperator):
+    """
+    Write one manifest for a batch job that several mapped :class:`XaiStoreBatchResultsOperator` tasks
+    stored in shares; return the job's image URIs, in prompt order.
+
+    It reads the records each share saved next to its manifest, one small object at a time, and streams
+    the job's ``manifest.json`` (same format; every image listed once, where its share stored it) into
+    its own folder, ``<output_uri>/<run id>/<task id>/``. It calls no xAI API. Its Asset event on the
+    output location, with the job's image count and manifest, says the whole job is stored.
+
+    :param batch_id: The job's batch id(s) (templated): the same as the shares'.
+    :param share_manifests: The manifest URIs of the shares (templated), typically
+        ``XComArg(store, key="manifest")`` of the mapped store task.
+    :param output_uri: Where the manifest goes (templated); the shares' output URI.
+    :param xai_conn_id: The ``xai`` Airflow connection, for lineage (templated).
+    """
+
+    template_fields: Sequence[str] = ("batch_id", "share_manifests", *XaiImageOutputOperator.template_fields)
+
+    def __init__(
+        self,
+        *,
+        batch_id: str,
+        share_manifests: Any,
+        output_uri: str,
+        xai_conn_id: str = DEFAULT_CONN_ID,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(output_uri=output_uri, xai_conn_id=xai_conn_id, **kwargs)
+        self.batch_id = batch_id
+        self.share_manifests = share_manifests
+
+    def parameters(self) -> dict[str, Any]:
+        return {**super().parameters(), "batch_id": self.batch_id, "share_manifests": list(self.share_manifests)}
+
+    def execute(self, context: Context) -> list[str]:
+        with failing_without_retry(self.log):
+            started = time.monotonic()
+            manifests = [str(uri) for uri in self.share_manifests]
+            not_manifests = [uri for uri in manifests if not uri.endswith(f"/{MANIFEST_NAME}")]
+            if not manifests or not_manifests:
+                raise XaiRequestValidationError(
+                    "Invalid operator parameter: share_manifests: must be the shares' manifest URIs (their "
+                    f"XCom 'manifest') (got {not_manifests or manifests})"
+                )
+            fingerprint = batch_fingerprint(split_batch_ids(self.batch_id))
+            store = self.image_store(context)
+            store.load_records(lambda _: fingerprint)
+            for manifest in manifests:
+                store.read_records(ObjectStoragePath(manifest.rpartition("/")[0]))
+            self.log.info("Assembling the manifest of %d share(s) of batch job %s", len(manifests), self.batch_id)
+            return self.finish(context, store, time.monotonic() - started)
 
 
 class XaiBatchGenerateImagesOperator(XaiImageRequestOperator):
@@ -292,6 +399,9 @@ class XaiBatchGenerateImagesOperator(XaiImageRequestOperator):
             if not self.wait_for_completion:
                 return batch_id
             if self.deferrable:
+                # Imported here: DAG files import this module on every parse, and the trigger brings the HTTP clients.
+                from airflow_provider_xai_image.triggers.batch import XaiBatchTrigger
+
                 self.defer(
                     trigger=XaiBatchTrigger(
                         batch_ids=[batch.batch_id for batch in batches],
@@ -311,7 +421,7 @@ class XaiBatchGenerateImagesOperator(XaiImageRequestOperator):
             self.submitted_batch_ids = list(event["batch_ids"])
             return self.store(context, [Batch.model_validate(batch) for batch in event["batches"]])
 
-    def submit(self, context: Context, requests: dict[int, ImageRequest]) -> tuple[list[Batch], list[int]]:
+    def submit(self, context: Context, requests: Mapping[int, ImageRequest]) -> tuple[list[Batch], list[int]]:
         """Upload the input file(s) and create the batch(es), or reconnect to those an earlier try created;
         return the batches and how many requests each was given."""
         name = self.batch_name or self.default_batch_name(context)
@@ -381,8 +491,8 @@ class XaiBatchGenerateImagesOperator(XaiImageRequestOperator):
         started = time.monotonic()
         store = self.image_store(context)
         prompts = list(TaskParameters.check(prompts=self.prompts).prompts or [])
-        records = store_batch_results(self.hook, store, batches, prompts, self.max_concurrency)
-        return self.finish(context, store, records, time.monotonic() - started)
+        store_batch_results(self.hook, store, batches, prompts, self.max_concurrency)
+        return self.finish(context, store, time.monotonic() - started)
 
     def on_kill(self) -> None:
         """Cancel the job's batches when the task is killed, so their pending requests are not paid for."""

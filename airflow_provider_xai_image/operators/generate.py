@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -12,16 +13,18 @@ from airflow.providers.common.compat.sdk import conf
 from airflow_provider_xai_image.concurrency import map_concurrently
 from airflow_provider_xai_image.connection import DEFAULT_CONN_ID
 from airflow_provider_xai_image.exceptions import XaiError, error_from_event
-from airflow_provider_xai_image.generation import GenerationRun
-from airflow_provider_xai_image.hooks.xai import XaiHook
+from airflow_provider_xai_image.generation import ByPrompt, GenerationRun, request_fingerprints
 from airflow_provider_xai_image.models import ImageRequest
 from airflow_provider_xai_image.operators.base import XaiImageRequestOperator, failing_without_retry
 from airflow_provider_xai_image.params import OnModeration, TaskParameters
-from airflow_provider_xai_image.records import RequestRecord, merge_records, request_fingerprint
-from airflow_provider_xai_image.triggers.generate import XaiGenerateImagesTrigger
+from airflow_provider_xai_image.records import RequestRecord
+from airflow_provider_xai_image.storage import ImageStore
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from airflow_provider_xai_image.hooks.xai import XaiHook
+    from airflow_provider_xai_image.ratelimit import RateLimiter
 
 
 class XaiGenerateImagesOperator(XaiImageRequestOperator):
@@ -103,8 +106,9 @@ class XaiGenerateImagesOperator(XaiImageRequestOperator):
 
     @property
     def prompts(self) -> list[str]:
-        """The prompts, checked: a string or a non-empty list of non-blank strings."""
-        return list(TaskParameters.check(prompt=self.prompt).prompt or [])
+        """The prompts, checked: a string or a non-empty list of non-blank strings (the list itself, not a copy)."""
+        TaskParameters.check(prompt=self.prompt)
+        return [self.prompt] if isinstance(self.prompt, str) else self.prompt
 
     def parameters(self) -> dict[str, Any]:
         """The request parameters recorded in the manifest (no secrets, no image bytes)."""
@@ -125,7 +129,7 @@ class XaiGenerateImagesOperator(XaiImageRequestOperator):
         started = time.monotonic()
         prompts = self.prompts
         requests = self.build_requests(prompts)
-        fingerprints = {index: request_fingerprint(request) for index, request in requests.items()}
+        fingerprints = request_fingerprints(requests)
         store = self.image_store(context)
         store.prepare()
         run = GenerationRun(store, requests, fingerprints, {}, self.max_cost_usd, self.on_moderation, prompts)
@@ -139,18 +143,22 @@ class XaiGenerateImagesOperator(XaiImageRequestOperator):
                 len(todo),
             )
         if not todo:
-            self.check_complete(requests, run.records)
-            return self.finish(context, store, run.records, time.monotonic() - started, run.superseded)
+            self.check_complete(requests, store)
+            return self.finish(context, store, time.monotonic() - started)
         self.hook.check_api_key()
-        run.prices = {index: self.hook.price_per_image_usd_ticks(requests[index]) for index in todo}
+        price = self.hook.price_per_image_usd_ticks(requests[0])  # the prompts share every priced parameter
+        run.prices = ByPrompt(len(requests), lambda _: price)
         run.budget.check_estimate(sum(run.estimate(index, request) for index, (request, _) in todo.items()))
         if self.deferrable:
+            # Imported here: DAG files import this module on every parse, and the trigger brings the HTTP clients.
+            from airflow_provider_xai_image.triggers.generate import XaiGenerateImagesTrigger
+
             self.log.info("Deferring %d request(s) to the triggerer; images are stored from there.", len(todo))
             self.defer(
                 trigger=XaiGenerateImagesTrigger(
                     requests={index: _serializable(requests[index]) for index in todo},
                     fingerprints={index: fingerprints[index] for index in todo},
-                    prices=run.prices,
+                    prices={index: price for index in todo},
                     prompts=prompts,
                     folder=str(store.folder),
                     xai_conn_id=self.xai_conn_id,
@@ -169,12 +177,13 @@ class XaiGenerateImagesOperator(XaiImageRequestOperator):
             min(self.max_concurrency, len(todo)),
             store.folder,
         )
+        from airflow_provider_xai_image.ratelimit import RateLimiter  # not on every DAG parse: brings tenacity
+
         with store:
-            generate = partial(_generate_one, self.hook, run)
-            for record in map_concurrently(generate, todo.items(), self.max_concurrency):
-                run.records[record.prompt_index] = merge_records(run.records.get(record.prompt_index), record)
-        self.check_complete(requests, run.records)
-        return self.finish(context, store, run.records, time.monotonic() - started, run.superseded)
+            generate = partial(_generate_one, self.hook, run, RateLimiter(self.max_concurrency, self.log))
+            deque(map_concurrently(generate, todo.items(), self.max_concurrency), maxlen=0)  # records: in the store
+        self.check_complete(requests, store)
+        return self.finish(context, store, time.monotonic() - started)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> list[str]:
         """Back from the triggerer: the images are stored; write the manifest from their records."""
@@ -183,34 +192,37 @@ class XaiGenerateImagesOperator(XaiImageRequestOperator):
                 raise error_from_event(event)
             prompts = self.prompts
             requests = self.build_requests(prompts)
-            fingerprints = {index: request_fingerprint(request) for index, request in requests.items()}
             store = self.image_store(context)
-            loaded = store.load_records(fingerprints.get, prompts)
-            self.check_complete(requests, loaded.current)
-            return self.finish(
-                context, store, loaded.current, float(event.get("elapsed_seconds", 0.0)), loaded.superseded
-            )
+            store.load_records(request_fingerprints(requests).get, prompts)
+            self.check_complete(requests, store)
+            return self.finish(context, store, float(event.get("elapsed_seconds", 0.0)))
 
-    def check_complete(self, requests: dict[int, ImageRequest], records: dict[int, RequestRecord]) -> None:
-        """Fail (a retry resumes) when a prompt has fewer images stored or filtered than ``n``."""
-        short = {
-            index: (records[index].error if index in records else "no record")
-            for index, request in requests.items()
-            if index not in records or len(records[index].done_images) < request.n
-        }
+    def check_complete(self, requests: Mapping[int, ImageRequest], store: ImageStore) -> None:
+        """Fail (a retry resumes) when a prompt has fewer images stored or filtered than ``n``.
+
+        :param requests: Every prompt's request, by index.
+        :param store: The task instance's store, its records loaded.
+        """
+        progress = store.ledger.progress
+        short = [index for index in requests if progress.done_images(index) < requests[index].n]
         if short:
-            details = "; ".join(f"prompt {index}: {error}" for index, error in sorted(short.items())[:10])
+            shown = {index: store.ledger.current_record(index) for index in short[:10]}
+            details = "; ".join(
+                f"prompt {index}: {record.error if record else 'no record'}" for index, record in shown.items()
+            )
             raise XaiError(
                 f"{len(short)} of {len(requests)} prompt(s) lack images: {details}. "
                 "A retry generates only the missing images."
             )
 
 
-def _generate_one(hook: XaiHook, run: GenerationRun, item: tuple[int, tuple[ImageRequest, int]]) -> RequestRecord:
+def _generate_one(
+    hook: XaiHook, run: GenerationRun, limiter: RateLimiter, item: tuple[int, tuple[ImageRequest, int]]
+) -> RequestRecord:
     index, (request, first_image_index) = item
     estimate = run.reserve(index, request)
     try:
-        result = hook.run_image_request(request)
+        result = hook.run_image_request(request, limiter)
     except BaseException as error:
         run.failed(index, request, estimate, error)
         raise

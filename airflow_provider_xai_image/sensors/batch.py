@@ -17,14 +17,14 @@ from airflow.providers.common.compat.sdk import (
 from airflow_provider_xai_image.batch_state import judge, split_batch_ids
 from airflow_provider_xai_image.connection import DEFAULT_CONN_ID
 from airflow_provider_xai_image.exceptions import XaiBatchFailedError, XaiBatchRefusedError
-from airflow_provider_xai_image.hooks.xai import XaiHook
 from airflow_provider_xai_image.operators.base import failing_without_retry
 from airflow_provider_xai_image.operators.batch import raise_for_event
 from airflow_provider_xai_image.params import TaskParameters
-from airflow_provider_xai_image.triggers.batch import XaiBatchTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from airflow_provider_xai_image.hooks.xai import XaiHook
 
 
 class XaiBatchSensor(BaseSensorOperator):
@@ -68,6 +68,9 @@ class XaiBatchSensor(BaseSensorOperator):
     @cached_property
     def hook(self) -> XaiHook:
         """The task's one :class:`XaiHook` (built after templates are rendered)."""
+        # Imported here: DAG files import the sensor on every parse, and the hook brings the HTTP clients.
+        from airflow_provider_xai_image.hooks.xai import XaiHook
+
         return XaiHook(xai_conn_id=self.xai_conn_id)
 
     def poke(self, context: Context) -> PokeReturnValue:
@@ -87,6 +90,8 @@ class XaiBatchSensor(BaseSensorOperator):
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
             return super().execute(context)
+        from airflow_provider_xai_image.triggers.batch import XaiBatchTrigger  # see hook: kept off DAG parsing
+
         self.defer(
             trigger=XaiBatchTrigger(
                 batch_ids=split_batch_ids(self.batch_id),

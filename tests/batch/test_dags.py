@@ -453,17 +453,37 @@ def test_example_batch_dag_runs_against_the_emulator_and_moto(
 
     result = run_dag_test(files, env=env)
 
-    result.assert_task_states(submit="success", wait="success", store="success", check_images="success")
+    shares = 4  # the example's SHARES: the store task mapped over them
+    result.assert_task_states(
+        submit="success",
+        wait="success",
+        **{f"store[{share}]": "success" for share in range(shares)},
+        manifest="success",
+        check_images="success",
+    )
     assert result.xcom("check_images") == {"image/jpeg": 20}
     batch_id = result.xcom("submit", key="batch_id")
     fingerprint = batch_fingerprint([batch_id])
+    run = safe_segment(result.run_id)
+    # every image stored once, by the share its prompt index falls in
     images = [key for key in moto_s3.keys(s3_bucket, "examples/") if key.endswith(".jpg")]
-    assert images == [f"examples/{safe_segment(result.run_id)}/store/p{i:05d}-i00-{fingerprint}.jpg" for i in range(20)]
+    expected = [f"examples/{run}/store/map-{i % shares}/p{i:05d}-i00-{fingerprint}.jpg" for i in range(20)]
+    assert sorted(images) == sorted(expected)
+    for share in range(shares):
+        share_manifest = s3_manifest(moto_s3, s3_bucket, result.xcom("store", key="manifest", map_index=share))
+        assert [image["prompt_index"] for image in share_manifest["images"]] == list(range(share, 20, shares))
     [final] = result.xcom("wait")
     assert (final["batch_id"], final["state"]["num_success"]) == (batch_id, 20)
-    manifest = s3_manifest(moto_s3, s3_bucket, result.xcom("store", key="manifest"))
+    # one manifest for the whole job, in prompt order, and the job's URIs as its XCom
+    manifest = s3_manifest(moto_s3, s3_bucket, result.xcom("manifest", key="manifest"))
+    assert result.xcom("manifest", key="manifest") == moto_s3.url(s3_bucket, f"examples/{run}/manifest/manifest.json")
+    assert [image["uri"] for image in manifest["images"]] == [moto_s3.url(s3_bucket, key) for key in expected]
+    assert result.xcom("manifest") == [image["uri"] for image in manifest["images"]]
     assert manifest["totals"]["images"] == 20
+    assert manifest["totals"]["cost_usd_ticks"] == emulator.cost_usd_ticks
     assert manifest["images"][0]["prompt"] == "Catalogue photo of item 1: a wooden toy, white background"
+    # the job's Asset event comes from the manifest step only: nothing starts on a part of the job
+    assert [(event.source_task_id, event.extra["images"]) for event in result.asset_events] == [("manifest", 20)]
     assert emulator.stats()["batches_created"] == 1
     assert emulator.images_billed == 20
     assert_key_nowhere(result, emulator)

@@ -722,9 +722,11 @@ def test_rerun_after_a_complete_try_sends_no_request(xai_conn: XaiEmulator, tmp_
     assert len(xai_conn.requests_log) == requests_before
     assert xai_conn.images_billed == 2
     store = ImageStore(ObjectStoragePath(f"file://{task_folder(tmp_path)}"), None)  # type: ignore[arg-type]
-    loaded = store.load_records(fingerprints(op).get)
-    assert loaded.current.keys() == {0, 1}
-    assert loaded.superseded == []
+    progress = store.load_records(fingerprints(op).get)
+    assert [progress.recorded(index) for index in range(3)] == [True, True, False]
+    assert [progress.done_images(index) for index in range(3)] == [1, 1, 0]
+    assert all(store.ledger.is_current(record) for record in store.ledger.groups())  # nothing superseded
+    store.close()
 
 
 # --------------------------------------------------------------------------- records and recovery
