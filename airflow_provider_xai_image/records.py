@@ -245,21 +245,23 @@ LEDGER_CACHE_KIB = 256
 _LEDGER_SCHEMA = f"""
 PRAGMA cache_size = -{LEDGER_CACHE_KIB};
 PRAGMA temp_store = FILE;
-CREATE TABLE records (prompt_index INTEGER NOT NULL, fingerprint TEXT, record TEXT NOT NULL);
-CREATE INDEX records_by_prompt ON records (prompt_index, fingerprint);
+CREATE TABLE records (prompt_index INTEGER NOT NULL, fingerprint TEXT, seq INTEGER NOT NULL, record TEXT NOT NULL);
+CREATE INDEX records_by_prompt ON records (prompt_index, fingerprint, seq);
 CREATE TABLE uris (uri TEXT PRIMARY KEY) WITHOUT ROWID;
 """
 #: Rows read from the ledger at a time while it is streamed.
 _ROWS_PER_READ = 128
+#: Where the order of records added without one starts (after any a caller orders itself).
+_ADDED_SEQ = 1 << 48
 
 
 class RecordLedger:
     """
     The request records of a task instance on local disk, by prompt index: a private temporary SQLite
     database (deleted when closed; its page cache bounded by :data:`LEDGER_CACHE_KIB`). Records are
-    merged per prompt and request fingerprint, streamed in prompt order into the manifest and looked up
-    there, never held in memory. Records of the current requests also update :attr:`progress`; the
-    others are superseded. Thread-safe.
+    merged per prompt and request fingerprint (in the order given, else the order added), streamed in
+    prompt order into the manifest and looked up there, never held in memory. Records of the current
+    requests also update :attr:`progress`; the others are superseded. Thread-safe.
 
     :param fingerprint_of: The fingerprint of the current request of a prompt index (None for none).
     """
@@ -268,6 +270,7 @@ class RecordLedger:
         self.fingerprint_of = fingerprint_of
         self.progress = Progress()
         self._lock = threading.Lock()
+        self._next_seq = _ADDED_SEQ
         self._db = sqlite3.connect("", check_same_thread=False, isolation_level=None)
         self._db.executescript(_LEDGER_SCHEMA)
 
@@ -282,18 +285,22 @@ class RecordLedger:
             and self.fingerprint_of(record.prompt_index) == record.fingerprint
         )
 
-    def add(self, record: RequestRecord) -> None:
+    def add(self, record: RequestRecord, seq: int | None = None) -> None:
         """Keep ``record`` (on disk) and count it in :attr:`progress` when it is current.
 
         :param record: A record, saved to storage or about to be.
+        :param seq: Its place among the records of its prompt when merged (below ``2**48``; those read
+            concurrently from storage come in any order); None: after every record added so far.
         """
         current = self.is_current(record)
         data = record.model_dump_json()
         uris = [(image.uri,) for image in record.images if image.uri]
         with self._lock:
+            if seq is None:
+                seq, self._next_seq = self._next_seq, self._next_seq + 1
             self._db.execute(
-                "INSERT INTO records (prompt_index, fingerprint, record) VALUES (?, ?, ?)",
-                (record.prompt_index, record.fingerprint, data),
+                "INSERT INTO records (prompt_index, fingerprint, seq, record) VALUES (?, ?, ?, ?)",
+                (record.prompt_index, record.fingerprint, seq, data),
             )
             self._db.executemany("INSERT OR IGNORE INTO uris (uri) VALUES (?)", uris)
             if current:
@@ -305,7 +312,7 @@ class RecordLedger:
     def _merged(self, prompt_index: int, fingerprint: str | None) -> RequestRecord | None:
         merged = None
         rows = self._db.execute(
-            "SELECT record FROM records WHERE prompt_index = ? AND fingerprint IS ? ORDER BY rowid",
+            "SELECT record FROM records WHERE prompt_index = ? AND fingerprint IS ? ORDER BY seq",
             (prompt_index, fingerprint),
         )
         for (data,) in rows:
@@ -335,7 +342,7 @@ class RecordLedger:
         """Every prompt's records merged per request fingerprint, by prompt index (then fingerprint),
         read from disk a few rows at a time. For when no more records are being added."""
         with self._lock:
-            cursor = self._db.execute("SELECT record FROM records ORDER BY prompt_index, fingerprint, rowid")
+            cursor = self._db.execute("SELECT record FROM records ORDER BY prompt_index, fingerprint, seq")
         group: RequestRecord | None = None
         while True:
             with self._lock:

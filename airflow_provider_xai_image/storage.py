@@ -32,6 +32,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
 from typing import IO, TYPE_CHECKING, Any
@@ -42,6 +43,7 @@ from airflow.sdk import ObjectStoragePath
 from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
+from airflow_provider_xai_image.concurrency import map_concurrently
 from airflow_provider_xai_image.exceptions import (
     XaiApiError,
     XaiImageError,
@@ -66,6 +68,10 @@ RECORDS_DIR = "_records"
 #: Records are saved once this many requests are unsaved, or the oldest is this many seconds old.
 RECORDS_PER_OBJECT = 16
 RECORDS_MAX_AGE_SECONDS = 2.0
+#: Records objects read at once when a try resumes (or a batch job's shares are assembled).
+RECORDS_READ_CONCURRENCY = 16
+#: Bits of a record's place within its object, in its merge order.
+_PLACE_BITS = 20
 #: How long publishing retries a storage error before the task fails (the image stays spooled).
 PUBLISH_RETRY_SECONDS = 60.0
 #: Where spool folders live (one per task instance).
@@ -180,6 +186,7 @@ class ImageStore:
         self.spool = os.path.join(SPOOL_ROOT, hashlib.sha256(self._uri.encode()).hexdigest()[:16])
         self._unsaved: list[RequestRecord] = []
         self._ledger: RecordLedger | None = None
+        self._records_objects_read = 0
         self._unsaved_since = time.monotonic()
         self._lock = threading.Lock()
 
@@ -374,17 +381,26 @@ class ImageStore:
 
     def read_records(self, folder: ObjectStoragePath) -> None:
         """Read the records saved under ``folder`` (this store's own, or those of a share of a batch job
-        stored by several tasks) into the ledger, one records object at a time.
+        stored by several tasks) into the ledger, a few small objects at a time, concurrently. They are
+        merged in the order of their objects' names, then of their place in an object.
 
         :param folder: A task instance's folder.
         """
         records_dir = folder / RECORDS_DIR
         if not records_dir.exists():
             return
-        for path in records_dir.iterdir():
-            if path.name.endswith(".json") and not path.name.startswith("."):
-                for item in json.loads(path.read_bytes()):
-                    self.ledger.add(RequestRecord.model_validate(item))
+        names = sorted(
+            path.name for path in records_dir.iterdir() if path.name.endswith(".json") and not path.name.startswith(".")
+        )
+        first = self._records_objects_read
+        self._records_objects_read += len(names)
+
+        def read(item: tuple[int, str]) -> None:
+            number, name = item
+            for place, data in enumerate(json.loads((records_dir / name).read_bytes())):
+                self.ledger.add(RequestRecord.model_validate(data), seq=(first + number) << _PLACE_BITS | place)
+
+        deque(map_concurrently(read, enumerate(names), RECORDS_READ_CONCURRENCY), maxlen=0)
 
     def _recover_unrecorded_images(self, prompts: Sequence[str | None] | None) -> Iterator[RequestRecord]:
         if not self.folder.exists():

@@ -279,13 +279,18 @@ class XaiAssembleManifestOperator(XaiImageOutputOperator):
         self.batch_id = batch_id
         self.share_manifests = share_manifests
 
+    def manifest_uris(self) -> list[str]:
+        """The shares' manifest URIs, as rendered (one URI, or a sequence of them)."""
+        given = self.share_manifests
+        return [given] if isinstance(given, str) else [str(uri) for uri in given]
+
     def parameters(self) -> dict[str, Any]:
-        return {**super().parameters(), "batch_id": self.batch_id, "share_manifests": list(self.share_manifests)}
+        return {**super().parameters(), "batch_id": self.batch_id, "share_manifests": self.manifest_uris()}
 
     def execute(self, context: Context) -> list[str]:
         with failing_without_retry(self.log):
             started = time.monotonic()
-            manifests = [str(uri) for uri in self.share_manifests]
+            manifests = self.manifest_uris()
             not_manifests = [uri for uri in manifests if not uri.endswith(f"/{MANIFEST_NAME}")]
             if not manifests or not_manifests:
                 raise XaiRequestValidationError(

@@ -10,7 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow.providers.common.compat.sdk import AirflowFailException
 
+from airflow_provider_xai_image.exceptions import XaiRequestValidationError
+from airflow_provider_xai_image.operators.batch import XaiAssembleManifestOperator, XaiStoreBatchResultsOperator
 from airflow_provider_xai_image.records import batch_fingerprint
 from airflow_provider_xai_image.storage import safe_segment
 from airflow_provider_xai_image.testing import BATCH_FAILURE_MARKER, XaiEmulator
@@ -134,3 +137,16 @@ def test_a_mapped_store_writes_each_image_once_and_one_manifest_and_a_share_resu
     assert [image["uri"] for image in rewritten["images"]] == [image["uri"] for image in job["images"]]
     assert rewritten["errors"] == job["errors"]
     assert (rewritten["totals"]["requests"], rewritten["totals"]["images"]) == (60, 58)
+
+
+def test_shares_are_checked_when_the_dag_is_parsed_and_the_assembler_takes_only_manifests() -> None:
+    output = "file:///tmp/xai-scale-unused/"
+    with pytest.raises(XaiRequestValidationError, match=r"share: must be 0\.\.3 \(shares=4\) \(got 4\)"):
+        XaiStoreBatchResultsOperator(task_id="store", batch_id="batch-1", output_uri=output, share=4, shares=4)
+    with pytest.raises(XaiRequestValidationError, match=r"shares: Input should be greater than or equal to 1"):
+        XaiStoreBatchResultsOperator(task_id="store", batch_id="batch-1", output_uri=output, shares=0)
+    assembler = XaiAssembleManifestOperator(
+        task_id="manifest", batch_id="batch-1", output_uri=output, share_manifests=[f"{output}store/map-0/"]
+    )
+    with pytest.raises(AirflowFailException, match=r"share_manifests: must be the shares' manifest URIs"):
+        assembler.execute({})
