@@ -1,6 +1,6 @@
 """The xAI image API's wire format: limits, request bodies and response shapes, in one place.
 
-Everything that depends on the exact spelling of a field in ``xai-api.md`` (revision 2) lives here,
+Everything that depends on the exact spelling of a field in ``docs/xai-api.md`` lives here,
 so that a difference seen on a real call is a one-line change. Only the client uses these
 definitions: the emulator in ``testing/`` keeps its own copy of the contract, so that a wrong field
 name here fails a test instead of agreeing with the emulator by construction.

@@ -1,7 +1,7 @@
 """An xAI image API emulator for tests, demos and benchmarks: what moto is to AWS.
 
 ``XaiEmulator`` runs a real HTTP server on loopback that speaks revision 2 of the contract of
-``xai-api.md``: image generation and editing, the model list, the Files API and the Batch API (a
+``docs/xai-api.md``: image generation and editing, the model list, the Files API and the Batch API (a
 JSONL file, or requests added inline), with injectable faults. ``python -m
 airflow_provider_xai_image.testing`` runs it standalone, and the pytest plugin of this package
 provides an ``xai_emulator`` fixture.

@@ -1,4 +1,4 @@
-"""The wire facts of ``xai-api.md`` (revision 2), transcribed by hand for the emulator alone.
+"""The wire facts of ``docs/xai-api.md``, transcribed by hand for the emulator alone.
 
 Nothing here comes from the provider: a client that gets a path, a field name or a value wrong must
 fail against the emulator, not agree with it because both read the same constant. Prices are in

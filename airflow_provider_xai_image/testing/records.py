@@ -1,6 +1,6 @@
 """The objects the backend keeps: logged requests, generations, images, files and batches.
 
-Each object that is served renders its own JSON (``to_json``), in the shapes of ``xai-api.md``.
+Each object that is served renders its own JSON (``to_json``), in the shapes of ``docs/xai-api.md``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Helpers for the emulator's tests: real HTTP calls, and request bodies written out literally.
 
-Wire values (paths, field names, prices) are spelled here as ``xai-api.md`` gives them, never taken
+Wire values (paths, field names, prices) are spelled here as ``docs/xai-api.md`` gives them, never taken
 from the emulator's ``contract`` module: a test must fail when the emulator drifts from the contract.
 """
 

@@ -1,7 +1,7 @@
 """The emulator's answers have the shapes of real wire messages (``tests/fixtures/xai/``): the same keys
 with the same JSON types, so a client tested against the emulator reads what xAI sends.
 
-Keys the emulator adds must be documented fields (``xai-api.md``) that the fixture happens to lack;
+Keys the emulator adds must be documented fields (``docs/xai-api.md``) that the fixture happens to lack;
 keys of a fixture the emulator leaves out are listed here, with the reason, so the gap stays visible.
 Calls are plain HTTP (``requests``): nothing of the provider is used on either side.
 """
@@ -19,7 +19,7 @@ from wire_fixtures import response
 
 from airflow_provider_xai_image.testing import XaiEmulator
 
-#: Documented fields (xai-api.md) that some fixtures lack: the emulator may send them.
+#: Documented fields (docs/xai-api.md) that some fixtures lack: the emulator may send them.
 DOCUMENTED_EXTRAS = {
     "b64_json",
     "url",
@@ -50,7 +50,7 @@ DOCUMENTED_EXTRAS = {
 #: Fixture fields the emulator does not send, and why that is safe.
 NOT_EMULATED = {
     "create_api_key_id": "an opaque id no client reads",
-    "input_file_id": "not in xai-api.md's Batch object; no client reads it",
+    "input_file_id": "not in docs/xai-api.md's Batch object; no client reads it",
     "max_prompt_length": "not read by clients",
     "revised_prompt": "no longer populated by xAI (rev. 2); the emulator omits it by default",
     "prompt_text_token_price": "token prices of models, not used for images",
