@@ -144,7 +144,7 @@ def _pages(task: TaskInstanceId, page: int, cards: int) -> str:
         return f'<a href="{html.escape(f"gallery?{query}")}" rel="{label}">{label}</a>'
 
     links = [
-        *([link(page - 1, "prev")] if 1 < page <= last + 1 else []),
+        *([link(min(page - 1, last), "prev")] if page > 1 else []),
         f"page {page:,} of {last:,}",
         *([link(page + 1, "next")] if page < last else []),
     ]

@@ -55,7 +55,14 @@ MANIFEST = {
     ],
     "errors": [{"prompt_index": 4, "prompt": "p", "error": "boom"}],
     "superseded": [{"prompt_index": 0, "fingerprint": "ba9876543210", "uris": [f"{FOLDER}/old.jpg"]}],
-    "totals": {"images": 3, "filtered": 1, "cost_usd_ticks": 20, "elapsed_seconds": 1.5, "failed_requests": "1"},
+    "totals": {
+        "images": 3,
+        "filtered": 1,
+        "cost_usd_ticks": 20,
+        "elapsed_seconds": 1.5,
+        "failed_requests": "1",
+        "possibly_billed_usd_ticks": True,
+    },
     "parameters": {"output_uri": "s3://aws_default@bucket/images/", "n": 1},
 }
 
@@ -107,6 +114,7 @@ def test_a_manifest_without_task_instance_is_indexed_without_one() -> None:
         json.dumps({**MANIFEST, "images": [{"uri": 5}]}).encode(),
         json.dumps({**MANIFEST, "images": ["<b>x</b>"]}).encode(),
         json.dumps({**MANIFEST, "task_instance": {"dag_id": "d"}}).encode(),
+        json.dumps({**MANIFEST, "totals": {"images": 1}}).replace('"images": 1}', '"images": 1e400}').encode(),
     ],
 )
 def test_what_is_no_manifest_is_refused(data: bytes) -> None:
