@@ -113,7 +113,7 @@ def load_task_manifest(session: Session, task: TaskInstanceId) -> TaskManifest |
     try:
         index = _checked_index(uri, task)
     except ManifestRefused as refused:
-        log.warning("xAI image gallery: not showing %s for task instance %s: %s", uri, task, refused.reason)
+        log.warning("xAI image gallery: not showing %r for task instance %s: %s", uri, task, refused.reason)
         raise
     return None if index is None else TaskManifest(uri, index)
 
