@@ -255,6 +255,23 @@ _ROWS_PER_READ = 128
 _ADDED_SEQ = 1 << 48
 
 
+class TaskInstanceId(BaseModel):
+    """The task instance a manifest belongs to (what the gallery checks before it shows the manifest).
+
+    :param dag_id: The DAG.
+    :param run_id: The DAG run.
+    :param task_id: The task.
+    :param map_index: The index of a mapped task instance; -1 when the task is not mapped.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int = -1
+
+
 class RecordLedger:
     """
     The request records of a task instance on local disk, by prompt index: a private temporary SQLite
@@ -369,21 +386,30 @@ class RecordLedger:
             image.uri for group in self.groups() if self.is_current(group) for image in group.done_images if image.uri
         ]
 
-    def write_manifest(self, sink: IO[bytes], *, elapsed_seconds: float, parameters: dict[str, Any]) -> dict[str, Any]:
+    def write_manifest(
+        self,
+        sink: IO[bytes],
+        *,
+        task_instance: TaskInstanceId,
+        elapsed_seconds: float,
+        parameters: dict[str, Any],
+    ) -> dict[str, Any]:
         """Stream ``manifest.json`` (the format of :class:`Manifest`) into ``sink``; return its totals.
 
-        Images and errors of the current requests come in prompt order, then what was superseded; the
+        The task instance comes first (a reader can check whose manifest it is before the images);
+        images and errors of the current requests come in prompt order, then what was superseded; the
         totals are counted on the way. Errors and superseded entries wait in temporary files, so nothing
         is held per image.
 
         :param sink: A binary file.
+        :param task_instance: The task instance writing it.
         :param elapsed_seconds: The run's duration, for the totals.
         :param parameters: The task's parameters, recorded as they are.
         """
         totals = dict.fromkeys(("requests", "images", "filtered", "failed_requests", "cost", "possibly_billed"), 0)
         with tempfile.TemporaryFile() as errors_file, tempfile.TemporaryFile() as superseded_file:
             images, errors, superseded = _JsonArray(sink), _JsonArray(errors_file), _JsonArray(superseded_file)
-            sink.write(b'{"images":[')
+            sink.write(b'{"task_instance":' + task_instance.model_dump_json().encode() + b',"images":[')
             for group in self.groups():
                 if not self.is_current(group):
                     uris = [image.uri for image in group.images if image.uri]
@@ -439,9 +465,11 @@ class _JsonArray:
 
 
 class Manifest(BaseModel):
-    """The format of ``manifest.json`` (written by :meth:`RecordLedger.write_manifest`): every image,
-    the errors, what was superseded, the totals and the parameters."""
+    """The format of ``manifest.json`` (written by :meth:`RecordLedger.write_manifest`): the task
+    instance that wrote it, every image, the errors, what was superseded, the totals and the parameters.
+    Manifests written before the task instance was recorded have none."""
 
+    task_instance: TaskInstanceId | None = None
     images: list[ImageRecord]
     errors: list[dict[str, Any]] = Field(default_factory=list)
     superseded: list[dict[str, Any]] = Field(default_factory=list)

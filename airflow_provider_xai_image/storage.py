@@ -58,6 +58,7 @@ from airflow_provider_xai_image.records import (
     Progress,
     RecordLedger,
     RequestRecord,
+    TaskInstanceId,
 )
 
 if TYPE_CHECKING:
@@ -437,18 +438,23 @@ class ImageStore:
                 ],
             )
 
-    def write_manifest(self, parameters: dict[str, Any], elapsed_seconds: float) -> tuple[str, dict[str, Any]]:
+    def write_manifest(
+        self, parameters: dict[str, Any], elapsed_seconds: float, task_instance: TaskInstanceId
+    ) -> tuple[str, dict[str, Any]]:
         """Save the records still queued, then stream ``manifest.json`` from the ledger into a spool file and
         publish it whole (last); return its URI and totals. The spool folder goes with it.
 
         :param parameters: The task's parameters, recorded in the manifest.
+        :param task_instance: The task instance the manifest belongs to.
         :param elapsed_seconds: The run's duration, for the totals.
         """
         self.save_records()
         os.makedirs(self.spool, exist_ok=True)
         spooled = os.path.join(self.spool, f".{MANIFEST_NAME}.{uuid.uuid4().hex}")
         with open(spooled, "wb") as sink:
-            totals = self.ledger.write_manifest(sink, elapsed_seconds=elapsed_seconds, parameters=parameters)
+            totals = self.ledger.write_manifest(
+                sink, task_instance=task_instance, elapsed_seconds=elapsed_seconds, parameters=parameters
+            )
         uri = self._publish(MANIFEST_NAME, local_file=spooled)
         shutil.rmtree(self.spool, ignore_errors=True)
         return uri, totals

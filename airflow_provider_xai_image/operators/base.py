@@ -22,6 +22,7 @@ from airflow_provider_xai_image.lineage import (
 )
 from airflow_provider_xai_image.models import ImageRequest
 from airflow_provider_xai_image.params import TaskParameters
+from airflow_provider_xai_image.records import TaskInstanceId
 from airflow_provider_xai_image.sources import read_source_images
 from airflow_provider_xai_image.storage import ImageStore, task_output_path
 
@@ -40,6 +41,21 @@ def failing_without_retry(log: Any) -> Iterator[None]:
     except XaiPermanentError as error:
         log.error("%s cannot be fixed by a retry: failing the task without retrying.", type(error).__name__)
         raise AirflowFailException(f"{type(error).__name__}: {error}") from error
+
+
+def task_instance_id(context: Context) -> TaskInstanceId:
+    """The running task instance: what makes its output folder, and whose its manifest is.
+
+    :param context: The task's context.
+    """
+    ti = context["ti"]
+    map_index = getattr(ti, "map_index", None)
+    return TaskInstanceId(
+        dag_id=ti.dag_id,
+        run_id=context["run_id"],
+        task_id=ti.task_id,
+        map_index=-1 if map_index is None else map_index,
+    )
 
 
 class XaiImageOutputOperator(BaseOperator):
@@ -75,8 +91,8 @@ class XaiImageOutputOperator(BaseOperator):
     def image_store(self, context: Context) -> ImageStore:
         """The store of this task instance (run, task and map index make its folder)."""
         TaskParameters.check(output_uri=self.output_uri)
-        ti = context["ti"]
-        folder = task_output_path(self.output_uri, context["run_id"], ti.task_id, getattr(ti, "map_index", -1))
+        owner = task_instance_id(context)
+        folder = task_output_path(self.output_uri, owner.run_id, owner.task_id, owner.map_index)
         return ImageStore(folder, self.hook)
 
     def parameters(self) -> dict[str, Any]:
@@ -107,7 +123,7 @@ class XaiImageOutputOperator(BaseOperator):
         :param store: The task instance's store, its records loaded.
         :param elapsed: The run's duration in seconds.
         """
-        manifest_uri, totals = store.write_manifest(self.parameters(), elapsed)
+        manifest_uri, totals = store.write_manifest(self.parameters(), elapsed, task_instance_id(context))
         uris = store.image_uris() if self.do_xcom_push else []
         store.close()
         context["ti"].xcom_push(key="manifest", value=manifest_uri)

@@ -1,5 +1,5 @@
 """The gallery page of one task instance: totals, errors, and a card per image (thumbnail, prompt,
-revised prompt, model, size, cost, moderation).
+revised prompt, model, size, cost, moderation), :data:`CARDS_PER_PAGE` cards a page.
 
 The page has no script and only relative links (``images/<name>``, ``manifest``), so it works under
 any ``[api] base_url`` and inside the UI's iframe.
@@ -8,14 +8,20 @@ any ``[api] base_url`` and inside the UI's iframe.
 from __future__ import annotations
 
 import html
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from airflow_provider_xai_image.budget import usd
-from airflow_provider_xai_image.plugins.task_manifest import TaskInstanceId, TaskManifest
-from airflow_provider_xai_image.records import ImageRecord
+from airflow_provider_xai_image.plugins.task_manifest import TaskManifest
+from airflow_provider_xai_image.records import ImageRecord, TaskInstanceId
 
 #: Shown instead of a revised prompt when xAI sent none (the manifest records null).
 NO_REVISED_PROMPT = "no revised prompt from xAI"
+#: Cards (images) on one page of the gallery.
+CARDS_PER_PAGE = 60
+#: Errors of the manifest listed on the first page (all of them are in manifest.json).
+ERRORS_SHOWN = 20
+#: Characters of a text of the manifest (prompt, revised prompt, error) shown on a card.
+TEXT_CHARS = 2000
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -42,6 +48,7 @@ figcaption {{ padding: 8px; line-height: 1.35; }}
 .badge {{ border-radius: 4px; padding: 0 5px; font-size: 0.85rem; }}
 .passed {{ background: #2e7d3233; }}
 .filtered {{ background: #c6282833; }}
+.pages {{ margin: 10px 0; }}
 </style></head>
 <body>
 <h1>xAI images</h1>
@@ -51,44 +58,65 @@ figcaption {{ padding: 8px; line-height: 1.35; }}
 """
 
 
-def render_gallery(task: TaskInstanceId, found: TaskManifest) -> str:
-    """The gallery page of a task instance that has a manifest.
+def render_gallery(task: TaskInstanceId, found: TaskManifest, page: int) -> str:
+    """One page of the gallery of a task instance that has a manifest: its totals, its first errors (on
+    the first page), up to :data:`CARDS_PER_PAGE` cards, and links to the previous and next pages.
+
+    Every text from the manifest is escaped (and cut to :data:`TEXT_CHARS`); its totals are shown
+    only when they are numbers.
 
     :param task: The task instance.
     :param found: Its manifest.
+    :param page: The page, from 1.
     """
+    index = found.index
+    totals = index.totals
     query = _map_index_query(task)
-    totals = found.manifest.totals
     possibly_billed = totals.get("possibly_billed_usd_ticks", 0)
     facts = [
-        f"<span><b>{totals.get('images', 0)}</b> image(s)</span>",
-        f"<span><b>{totals.get('filtered', 0)}</b> filtered</span>",
-        f"<span><b>{totals.get('failed_requests', 0)}</b> failed request(s)</span>",
-        f"<span>cost <b>{usd(totals.get('cost_usd_ticks', 0))}</b></span>",
-        *([f"<span>possibly billed besides <b>{usd(possibly_billed)}</b></span>"] if possibly_billed else []),
-        f"<span>{totals.get('elapsed_seconds', 0)} s</span>",
-        f'<a href="manifest{query}">manifest.json</a>',
+        f"<span><b>{_number(totals.get('images'))}</b> image(s)</span>",
+        f"<span><b>{_number(totals.get('filtered'))}</b> filtered</span>",
+        f"<span><b>{_number(totals.get('failed_requests'))}</b> failed request(s)</span>",
+        f"<span>cost <b>{html.escape(usd(round(totals.get('cost_usd_ticks', 0))))}</b></span>",
+        *(
+            [f"<span>possibly billed besides <b>{html.escape(usd(round(possibly_billed)))}</b></span>"]
+            if possibly_billed
+            else []
+        ),
+        f"<span>{_number(totals.get('elapsed_seconds'))} s</span>",
+        f'<a href="manifest{html.escape(query)}">manifest.json</a>',
     ]
     errors = "".join(
-        f"<li>prompt {html.escape(str(error.get('prompt_index')))}: {html.escape(str(error.get('error')))}</li>"
-        for error in found.manifest.errors
+        f"<li>prompt {_text(error.get('prompt_index'))}: {_text(error.get('error'))}</li>"
+        for error in (index.first_errors(ERRORS_SHOWN) if page == 1 else [])
+        if isinstance(error, dict)
     )
-    cards = [_stored_card(name, image, query) for name, image in found.images.items()]
-    cards += [_filtered_card(image) for image in found.manifest.images if image.moderation == "filtered"]
+    if errors and index.errors > ERRORS_SHOWN:
+        errors += f"<li>{index.errors - ERRORS_SHOWN:,} more in manifest.json</li>"
+    cards = [
+        _stored_card(name, image, query) if name is not None else _filtered_card(image)
+        for name, image in index.page((page - 1) * CARDS_PER_PAGE, CARDS_PER_PAGE)
+    ]
+    pages = _pages(task, page, index.cards)
     body = (
         f'<div class="totals">{" ".join(facts)}</div>'
         + (f'<ul class="errors">{errors}</ul>' if errors else "")
+        + pages
         + f'<div class="grid">{"".join(cards)}</div>'
+        + pages
     )
     return _page(task, body)
 
 
-def render_no_manifest(task: TaskInstanceId) -> str:
+def render_no_manifest(task: TaskInstanceId, message: str | None = None) -> str:
     """The page of a task instance without a manifest (not one of the provider's operators, not run
-    yet, or failed before its manifest was written).
+    yet, or failed before its manifest was written), or whose manifest the gallery does not show.
 
     :param task: The task instance.
+    :param message: Why the gallery shows no manifest (None: the task instance has none).
     """
+    if message is not None:
+        return _page(task, f'<p class="none">No images: {html.escape(message)}</p>')
     return _page(
         task,
         '<p class="none">No images: this task instance has no image manifest (XCom <code>manifest</code>). '
@@ -105,16 +133,45 @@ def _map_index_query(task: TaskInstanceId) -> str:
     return f"?map_index={task.map_index}" if task.map_index >= 0 else ""
 
 
+def _pages(task: TaskInstanceId, page: int, cards: int) -> str:
+    """Where this page is among the pages of cards, with links to its neighbours (none for one page)."""
+    last = max(1, -(-cards // CARDS_PER_PAGE))
+    if last == 1 and page == 1:
+        return ""
+
+    def link(to: int, label: str) -> str:
+        query = urlencode({**({"map_index": task.map_index} if task.map_index >= 0 else {}), "page": to})
+        return f'<a href="{html.escape(f"gallery?{query}")}" rel="{label}">{label}</a>'
+
+    links = [
+        *([link(min(page - 1, last), "prev")] if page > 1 else []),
+        f"page {page:,} of {last:,}",
+        *([link(page + 1, "next")] if page < last else []),
+    ]
+    return f'<nav class="pages">{" · ".join(links)}</nav>'
+
+
+def _number(value: object) -> str:
+    """A total as a number (an absent or non-numeric one as 0)."""
+    return f"{value:,}" if type(value) in (int, float) else "0"
+
+
+def _text(value: object) -> str:
+    """A text of the manifest, escaped, cut to :data:`TEXT_CHARS`."""
+    text = "" if value is None else str(value)
+    return html.escape(text if len(text) <= TEXT_CHARS else text[:TEXT_CHARS] + "…")
+
+
 def _caption(image: ImageRecord, extra: str) -> str:
     revised = (
-        f'<div class="revised">{html.escape(image.revised_prompt)}</div>'
+        f'<div class="revised">{_text(image.revised_prompt)}</div>'
         if image.revised_prompt
         else f'<div class="none">{NO_REVISED_PROMPT}</div>'
     )
     return (
-        f'<figcaption><div class="prompt">{html.escape(image.prompt or "")}</div>{revised}'
-        f'<div class="meta">{html.escape(image.model)}{extra} · {usd(image.cost_usd_ticks)} · '
-        f'<span class="badge {image.moderation}">{image.moderation}</span></div></figcaption>'
+        f'<figcaption><div class="prompt">{_text(image.prompt)}</div>{revised}'
+        f'<div class="meta">{_text(image.model)}{extra} · {html.escape(usd(image.cost_usd_ticks))} · '
+        f'<span class="badge {html.escape(image.moderation)}">{html.escape(image.moderation)}</span></div></figcaption>'
     )
 
 
@@ -122,7 +179,7 @@ def _stored_card(name: str, image: ImageRecord, query: str) -> str:
     source = html.escape(f"images/{quote(name)}{query}")
     size = f" · {image.bytes / 1024:,.0f} KiB" if image.bytes is not None else ""
     return (
-        f'<figure><a href="{source}"><img src="{source}" alt="{html.escape(name)}" loading="lazy"></a>'
+        f'<figure><a href="{source}"><img src="{source}" alt="{_text(name)}" loading="lazy"></a>'
         f"{_caption(image, size)}</figure>"
     )
 

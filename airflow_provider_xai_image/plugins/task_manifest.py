@@ -1,5 +1,19 @@
 """One task instance's images: its manifest, found through its XCom ``manifest``, and its images by name.
 
+A manifest is shown only for the task instance that wrote it: the XCom value is a URI anyone who may
+edit the DAG's XComs can set, so the gallery checks, before serving anything, that
+
+* the URI is under one of the storage roots the deployment allows (``[xai_image] gallery_allowed_roots``)
+  and has no ``.``/``..`` segments;
+* the manifest is no larger than ``[xai_image] gallery_max_manifest_mib``;
+* the task instance the manifest records is the one asked about (manifests written before task
+  instances were recorded are refused: the task's next run writes one that is shown);
+* the manifest is where the provider puts that task instance's manifest: the folder
+  :func:`~airflow_provider_xai_image.storage.task_output_path` derives from its recorded
+  ``output_uri``.
+
+Anything else is "no manifest" to the user, with the reason in the API server's log.
+
 No path is ever built from what a user sends: an image is found by looking its name up among the
 images the manifest lists directly in the manifest's own folder (the task instance's output
 folder), and it is served only if its bytes start like an image.
@@ -7,67 +21,61 @@ folder), and it is served only if its bytes start like an image.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from airflow.models.xcom import XComModel
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_xai_image.image_types import HEADER_BYTES, ImageType, sniff_image_type
-from airflow_provider_xai_image.records import ImageRecord, Manifest
-from airflow_provider_xai_image.storage import MANIFEST_NAME
+from airflow_provider_xai_image.plugins.gallery_settings import allowed_roots, max_manifest_bytes
+from airflow_provider_xai_image.plugins.manifest_index import ManifestCache, ManifestError, ManifestIndex
+from airflow_provider_xai_image.records import TaskInstanceId
+from airflow_provider_xai_image.storage import MANIFEST_NAME, task_output_path
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
+
+log = logging.getLogger(__name__)
 
 #: The XCom key the operators push their manifest's URI to.
 MANIFEST_XCOM_KEY = "manifest"
 #: Bytes read from storage at a time while an image streams out.
 CHUNK_BYTES = 256 * 1024
+#: Manifests kept indexed (each on local disk, about its own size) between requests.
+MANIFEST_CACHE = ManifestCache(max_entries=4)
 
 
-@dataclass(frozen=True)
-class TaskInstanceId:
-    """Which task instance.
+#: What a user is told of a manifest that is not shown (the reason is in the API server's log only).
+NOT_SHOWN = "This task instance has no image manifest the gallery may show."
 
-    :param dag_id: The DAG.
-    :param run_id: The DAG run.
-    :param task_id: The task.
-    :param map_index: The index of a mapped task instance; -1 when the task is not mapped.
+
+class ManifestRefused(Exception):
+    """The task instance's XCom ``manifest`` names a manifest the gallery does not show.
+
+    :param reason: Why, for the API server's log.
+    :param message: What the user is told.
     """
 
-    dag_id: str
-    run_id: str
-    task_id: str
-    map_index: int = -1
+    def __init__(self, reason: str, message: str = NOT_SHOWN) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.message = message
 
 
 @dataclass(frozen=True)
 class TaskManifest:
-    """A task instance's manifest and the URI it was read from.
+    """A task instance's manifest, checked, and the URI it was read from.
 
     :param uri: The manifest's URI (``<task instance folder>/manifest.json``).
-    :param manifest: Its content.
+    :param index: Its content.
     """
 
     uri: str
-    manifest: Manifest
-
-    @property
-    def folder(self) -> str:
-        """The task instance's output folder: the manifest's."""
-        return self.uri.rpartition("/")[0]
-
-    @property
-    def images(self) -> dict[str, ImageRecord]:
-        """The stored images the manifest lists directly in :attr:`folder`, by name."""
-        images = {}
-        for image in self.manifest.images:
-            folder, _, name = (image.uri or "").rpartition("/")
-            if folder == self.folder and name not in ("", ".", ".."):
-                images[name] = image
-        return images
+    index: ManifestIndex
 
 
 def find_manifest_uri(session: Session, task: TaskInstanceId) -> str | None:
@@ -97,15 +105,92 @@ def load_task_manifest(session: Session, task: TaskInstanceId) -> TaskManifest |
 
     :param session: A session of Airflow's metadata database.
     :param task: The task instance.
+    :raises ManifestRefused: The XCom names a manifest that is not the task instance's own (logged).
     """
     uri = find_manifest_uri(session, task)
     if uri is None:
         return None
     try:
-        data = ObjectStoragePath(uri).read_bytes()
+        index = _checked_index(uri, task)
+    except ManifestRefused as refused:
+        log.warning("xAI image gallery: not showing %r for task instance %s: %s", uri, task, refused.reason)
+        raise
+    return None if index is None else TaskManifest(uri, index)
+
+
+def _checked_index(uri: str, task: TaskInstanceId) -> ManifestIndex | None:
+    _check_location(uri)
+    path = ObjectStoragePath(uri)
+    try:
+        info = path.fs.info(path.path)
     except FileNotFoundError:
         return None
-    return TaskManifest(uri, Manifest.model_validate_json(data))
+    size, cap = info.get("size"), max_manifest_bytes()
+    if info.get("type") != "file" or not isinstance(size, int):
+        raise ManifestRefused(f"not a file of known size: {info.get('type')}, size {size!r}")
+    if size > cap:
+        raise ManifestRefused(
+            f"{size:,} bytes, above [xai_image] gallery_max_manifest_mib ({cap:,} bytes)",
+            f"This task instance's manifest is larger than the gallery reads ({cap // 2**20} MiB, "
+            "[xai_image] gallery_max_manifest_mib): download it from storage instead.",
+        )
+    key = (uri, size, info.get("mtime"), str(info.get("LastModified")), info.get("ETag"))
+    index = MANIFEST_CACHE.get(key, lambda: _read_index(path, uri, cap))
+    _check_owner(index, uri, task)
+    return index
+
+
+def _check_location(uri: str) -> None:
+    segments = urlsplit(uri).path.split("/")
+    if "." in segments or ".." in segments:
+        raise ManifestRefused("the URI has '.' or '..' segments")
+    roots = allowed_roots()
+    if roots and not any(uri.startswith(root) for root in roots):
+        raise ManifestRefused(f"outside [xai_image] gallery_allowed_roots ({', '.join(roots)})")
+
+
+def _read_index(path: ObjectStoragePath, uri: str, cap: int) -> ManifestIndex:
+    index = ManifestIndex(uri.rpartition("/")[0])
+    try:
+        with path.open("rb") as stream:
+            index.load(_Capped(stream, cap))
+    except ManifestError as error:
+        raise ManifestRefused(str(error)) from error
+    return index
+
+
+def _check_owner(index: ManifestIndex, uri: str, task: TaskInstanceId) -> None:
+    if index.task_instance is None:
+        raise ManifestRefused(
+            "it records no task instance (written by an earlier version of the provider: the task's next run "
+            "writes one the gallery shows)"
+        )
+    if index.task_instance != task:
+        raise ManifestRefused(f"it belongs to another task instance: {index.task_instance}")
+    if index.output_uri is None:
+        raise ManifestRefused("it records no output_uri")
+    try:
+        expected = str(task_output_path(index.output_uri, task.run_id, task.task_id, task.map_index) / MANIFEST_NAME)
+    except Exception as error:
+        raise ManifestRefused(f"its output_uri {index.output_uri!r} is no storage location: {error}") from error
+    if expected != uri:
+        raise ManifestRefused(f"not in the task instance's folder: its manifest goes to {expected}")
+
+
+class _Capped:
+    """A binary stream that fails once more than ``cap`` bytes are read from it (a file that grew after
+    its size was checked)."""
+
+    def __init__(self, stream: IO[bytes], cap: int) -> None:
+        self.stream = stream
+        self.left = cap
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size if size >= 0 else self.left + 1)
+        self.left -= len(data)
+        if self.left < 0:
+            raise ManifestError("it grew above [xai_image] gallery_max_manifest_mib while being read")
+        return data
 
 
 def open_image(uri: str) -> tuple[ImageType, Iterator[bytes]] | None:

@@ -181,7 +181,12 @@ def test_store_writes_the_same_layout_and_manifest_as_the_generate_operator(
 
     assert layout("store") == layout("generate")
     from_batch, direct = manifest_of(moto_s3, s3_bucket, "store"), manifest_of(moto_s3, s3_bucket, "generate")
-    assert from_batch.keys() == direct.keys() == {"images", "errors", "superseded", "totals", "parameters"}
+    assert (
+        from_batch.keys()
+        == direct.keys()
+        == {"task_instance", "images", "errors", "superseded", "totals", "parameters"}
+    )
+    assert (from_batch["task_instance"]["task_id"], direct["task_instance"]["task_id"]) == ("store", "generate")
     assert from_batch["totals"].keys() == direct["totals"].keys()
 
     def comparable(image: dict[str, Any]) -> dict[str, Any]:

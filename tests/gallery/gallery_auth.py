@@ -1,5 +1,6 @@
-"""The auth manager of the gallery tests' API server: SimpleAuthManager, except that the user
-:data:`OUTSIDER` may not read the DAG :data:`DENIED_DAG_ID` (any other DAG stays readable).
+"""The auth manager of the gallery tests' API server: SimpleAuthManager, except that the users
+:data:`OUTSIDER` and :data:`AUTHOR` may not read the DAG :data:`DENIED_DAG_ID` (any other DAG stays
+readable, and editable by :data:`AUTHOR`).
 
 The API server subprocess imports it as ``gallery_auth.GalleryTestAuthManager`` (``tests/gallery``
 is on its PYTHONPATH).
@@ -18,11 +19,13 @@ if TYPE_CHECKING:
 
 #: A viewer who may read every DAG but :data:`DENIED_DAG_ID`.
 OUTSIDER = "outsider"
+#: A user (who may edit DAGs, and so set XComs) of every DAG but :data:`DENIED_DAG_ID`.
+AUTHOR = "author"
 DENIED_DAG_ID = "xai_gallery_test"
 
 
 class GalleryTestAuthManager(SimpleAuthManager):
-    """SimpleAuthManager denying :data:`OUTSIDER` every access to :data:`DENIED_DAG_ID`."""
+    """SimpleAuthManager denying :data:`OUTSIDER` and :data:`AUTHOR` every access to :data:`DENIED_DAG_ID`."""
 
     def is_authorized_dag(
         self,
@@ -32,13 +35,13 @@ class GalleryTestAuthManager(SimpleAuthManager):
         access_entity: DagAccessEntity | None = None,
         details: DagDetails | None = None,
     ) -> bool:
-        """SimpleAuthManager's answer, but no for :data:`OUTSIDER` on :data:`DENIED_DAG_ID`.
+        """SimpleAuthManager's answer, but no for :data:`OUTSIDER` and :data:`AUTHOR` on :data:`DENIED_DAG_ID`.
 
         :param method: The HTTP method of the access.
         :param user: Who asks.
         :param access_entity: What of the DAG is accessed (runs, task instances, ...).
         :param details: Which DAG.
         """
-        if user.username == OUTSIDER and details is not None and details.id == DENIED_DAG_ID:
+        if user.username in (OUTSIDER, AUTHOR) and details is not None and details.id == DENIED_DAG_ID:
             return False
         return super().is_authorized_dag(method=method, user=user, access_entity=access_entity, details=details)

@@ -1,10 +1,10 @@
 """A real ``airflow api-server`` for the gallery tests (imported as ``gallery_support``; no fixtures here).
 
 The server runs on a free loopback port with the session's AIRFLOW_HOME (so it sees the runs of
-``airflow dags test``), the core apps only, one worker, and :mod:`gallery_auth`'s auth manager: two
-SimpleAuthManager viewers, ``reader`` and ``outsider`` (denied the gallery test DAG), whose
-passwords are written to the passwords file before it starts. Its output goes to a log file whose
-tail is shown when it fails to start.
+``airflow dags test``), the core apps only, one worker, and :mod:`gallery_auth`'s auth manager: three
+SimpleAuthManager users, the viewers ``reader`` and ``outsider`` and the user ``author`` (both denied
+the gallery test DAG), whose passwords are written to the passwords file before it starts. Its output
+goes to a log file whose tail is shown when it fails to start.
 """
 
 from __future__ import annotations
@@ -24,11 +24,17 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 from dag_runner import DagTestResult, airflow_executable, pycache_env
-from gallery_auth import DENIED_DAG_ID, OUTSIDER
+from gallery_auth import AUTHOR, DENIED_DAG_ID, OUTSIDER
 
 GALLERY_TESTS = Path(__file__).resolve().parent
 READER = "reader"
-USERS = (READER, OUTSIDER)
+#: Each test user and their SimpleAuthManager role.
+ROLES = {READER: "viewer", OUTSIDER: "viewer", AUTHOR: "user"}
+USERS = tuple(ROLES)
+#: The gallery's cap on manifests in these tests (150,000 images take 80 MiB).
+MAX_MANIFEST_MIB = 100
+#: The DAG every test user may read (see ``gallery_open_dag.py``).
+OPEN_DAG_ID = "xai_gallery_open"
 #: Where the plugin's app is mounted, as the plugin says (checked by a test through /api/v2/plugins).
 GALLERY_PREFIX = "/xai-image-gallery"
 #: A file beside the task folders, in the output root: never to be served.
@@ -53,10 +59,11 @@ class ApiServer:
     passwords: dict[str, str]
 
     @classmethod
-    def start(cls, workdir: Path) -> ApiServer:
+    def start(cls, workdir: Path, config: dict[str, str] | None = None) -> ApiServer:
         """Start the server (without waiting for it: see :meth:`wait_ready`).
 
         :param workdir: A folder for its passwords file and log.
+        :param config: Airflow configuration for it, as ``AIRFLOW__<SECTION>__<KEY>`` variables.
         """
         passwords = {user: secrets.token_urlsafe(16) for user in USERS}
         passwords_file = workdir / "simple_auth_manager_passwords.json"
@@ -67,8 +74,9 @@ class ApiServer:
                 **os.environ,
                 "PYTHONPATH": os.pathsep.join(filter(None, [str(GALLERY_TESTS), os.environ.get("PYTHONPATH")])),
                 "AIRFLOW__CORE__AUTH_MANAGER": "gallery_auth.GalleryTestAuthManager",
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{user}:viewer" for user in USERS),
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{user}:{role}" for user, role in ROLES.items()),
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file),
+                **(config or {}),
             }
         )
         log_path = workdir / "api-server.log"
@@ -125,6 +133,19 @@ class ApiServer:
         assert response.status_code == 201, response.text
         return response.json()["access_token"]
 
+    def log_size(self) -> int:
+        """How many bytes the server has logged so far (for :meth:`log_since`)."""
+        return self.log_path.stat().st_size
+
+    def log_since(self, offset: int) -> str:
+        """What the server logged after ``offset`` bytes.
+
+        :param offset: A :meth:`log_size` taken earlier.
+        """
+        with self.log_path.open("rb") as log:
+            log.seek(offset)
+            return log.read().decode(errors="replace")
+
     def log_tail(self, chars: int = 5000) -> str:
         """The end of the server's output."""
         return self.log_path.read_text(errors="replace")[-chars:]
@@ -132,23 +153,50 @@ class ApiServer:
 
 @dataclass
 class GalleryRun:
-    """The API server, the DAG run it shows, the output folder and a token per user."""
+    """The API server, the DAG runs it shows (of ``gallery_dag.py`` and ``gallery_open_dag.py``), the
+    output folder and a token per user."""
 
     server: ApiServer
     result: DagTestResult
+    open_result: DagTestResult
     output: Path
     tokens: dict[str, str]
 
     def path(self, task_id: str, route: str, *, dag_id: str = DENIED_DAG_ID, map_index: int | None = None) -> str:
         """The URL path of a gallery route of a task instance of the run, quoted as the UI quotes it."""
-        run_id = quote(self.result.run_id, safe="")
+        run_id = quote(self.run_id(dag_id), safe="")
         path = f"{GALLERY_PREFIX}/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/{route}"
         return path if map_index is None else f"{path}?map_index={map_index}"
+
+    def run_id(self, dag_id: str) -> str:
+        """The run of ``dag_id`` (of the gallery test DAG for any DAG but :data:`OPEN_DAG_ID`)."""
+        run_id = (self.open_result if dag_id == OPEN_DAG_ID else self.result).run_id
+        assert run_id is not None
+        return run_id
+
+    def set_manifest_xcom(self, task_id: str, value: str, user: str = AUTHOR) -> None:
+        """Set the XCom ``manifest`` of a task instance of the open DAG, as ``user`` through Airflow's REST API.
+
+        :param task_id: A task of ``gallery_open_dag.py``.
+        :param value: The XCom's value.
+        :param user: Who sets it.
+        """
+        run_id = quote(self.run_id(OPEN_DAG_ID), safe="")
+        entries = f"/api/v2/dags/{OPEN_DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries"
+        headers = {"Authorization": f"Bearer {self.tokens[user]}"}
+        response = httpx.post(
+            f"{self.server.base_url}{entries}", json={"key": "manifest", "value": value}, headers=headers, timeout=30
+        )
+        if response.status_code == 409:
+            response = httpx.patch(
+                f"{self.server.base_url}{entries}/manifest", json={"value": value}, headers=headers, timeout=30
+            )
+        assert response.status_code in (200, 201), response.text
 
     def get(self, path: str, user: str | None = READER, **kwargs: Any) -> httpx.Response:
         """GET ``path`` as ``user`` (a bearer token), or without credentials when ``user`` is None."""
         headers = {"Authorization": f"Bearer {self.tokens[user]}"} if user else {}
-        return httpx.get(f"{self.server.base_url}{path}", headers=headers, timeout=30, **kwargs)
+        return httpx.get(f"{self.server.base_url}{path}", headers=headers, **{"timeout": 30, **kwargs})
 
     def get_raw(self, path: str, user: str = READER) -> tuple[int, bytes]:
         """GET ``path`` sent exactly as given (no client normalising dot segments or quoting)."""

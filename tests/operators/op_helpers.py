@@ -128,7 +128,8 @@ def check_manifest(
     different for different prompts); no revised prompt (the emulator sends none by default); the key
     appears nowhere.
     """
-    assert set(manifest) >= {"images", "errors", "superseded", "totals", "parameters"}
+    assert set(manifest) >= {"task_instance", "images", "errors", "superseded", "totals", "parameters"}
+    assert set(manifest["task_instance"]) == {"dag_id", "run_id", "task_id", "map_index"}
     assert api_key not in json.dumps(manifest)
     totals = manifest["totals"]
     assert set(totals) >= TOTALS_FIELDS

@@ -15,10 +15,11 @@ from typing import Any
 
 from airflow.sdk import ObjectStoragePath
 
-from airflow_provider_xai_image.records import ImageRecord, Manifest, RequestRecord
+from airflow_provider_xai_image.records import ImageRecord, Manifest, RequestRecord, TaskInstanceId
 from airflow_provider_xai_image.storage import ImageStore
 
 FINGERPRINT = "0123456789ab"
+TASK_INSTANCE = TaskInstanceId(dag_id="scale", run_id="manual__1", task_id="store", map_index=3)
 OLD_FINGERPRINT = "ba9876543210"
 PRICE_TICKS = 250_000_000
 #: What Python may hold at the peak of adding records or writing the manifest, whatever the count.
@@ -78,7 +79,9 @@ def measured_run(root: Path, count: int) -> dict[str, Any]:
         adding_peak = tracemalloc.get_traced_memory()[1] - tracemalloc.get_traced_memory()[0]
         tracemalloc.reset_peak()
         before = tracemalloc.get_traced_memory()[0]
-        manifest_uri, totals = store.write_manifest({"batch_id": "batch-1"}, elapsed_seconds=12.5)
+        manifest_uri, totals = store.write_manifest(
+            {"batch_id": "batch-1"}, elapsed_seconds=12.5, task_instance=TASK_INSTANCE
+        )
         writing_peak = tracemalloc.get_traced_memory()[1] - before
     finally:
         tracemalloc.stop()
@@ -102,7 +105,8 @@ def test_a_20000_entry_manifest_is_written_without_holding_the_entries(tmp_path:
     assert path == tmp_path / "20000" / "manifest.json"
     manifest = Manifest.model_validate_json(path.read_bytes())
     raw = json.loads(path.read_bytes())
-    assert list(raw) == ["images", "errors", "superseded", "totals", "parameters"]
+    assert list(raw) == ["task_instance", "images", "errors", "superseded", "totals", "parameters"]
+    assert manifest.task_instance == TASK_INSTANCE
     failed = [index for index in range(20_000) if index % FAILED == 7]
     filtered = [index for index in range(20_000) if index % FILTERED == 3]
     superseded = [index for index in range(20_000) if index % SUPERSEDED == 5 and index not in failed + filtered]
