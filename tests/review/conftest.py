@@ -1,0 +1,41 @@
+"""Fixture of the review tests: Airflow's services with the review test DAG, the emulator and moto S3."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from airflow_provider_xai_image.testing import XaiEmulator
+
+# The gallery tests' API server helpers and auth manager (pytest puts a folder on sys.path only when it
+# collects tests there).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gallery"))
+
+from review_support import DAG_ID, REVIEW_TESTS, AirflowServices
+
+
+@pytest.fixture(scope="module")
+def review_services(moto_s3: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
+    """The services (always stopped at the end), an emulator, and the bucket images and approvals go to."""
+    workdir = tmp_path_factory.mktemp("review")
+    bucket = moto_s3.create_bucket("review")
+    with XaiEmulator() as emulator:
+        services = AirflowServices.start(
+            workdir,
+            [REVIEW_TESTS / "review_dag.py"],
+            {
+                "AIRFLOW_CONN_XAI_DEFAULT": emulator.connection_uri(),
+                "XAI_REVIEW_OUTPUT_URI": f"s3://aws_moto@{bucket}/images/",
+                "XAI_REVIEW_PUBLISH_URI": f"s3://aws_moto@{bucket}/approved/",
+            },
+            denied_dag_id=DAG_ID,
+        )
+        try:
+            yield SimpleNamespace(services=services, emulator=emulator, bucket=bucket, moto_s3=moto_s3)
+        finally:
+            services.stop()
