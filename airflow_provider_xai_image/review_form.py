@@ -1,11 +1,13 @@
 """The review form's Markdown body: each image of a manifest as a thumbnail with its name, prompt, model
 and cost.
 
-The form is data, not markup: every value from the manifest is written as plain text (each ASCII
-punctuation character backslash-escaped, line breaks folded), so a prompt cannot add a link, an
-image, HTML or structure. The only images are the thumbnails, served by the gallery plugin's image
-route under ``[api] base_url``: the reviewer's browser sends its Airflow session, so the reviewer's
-own permissions on the upstream DAG apply.
+The form is data, not markup: every value from the manifest is written as an inline code span (its
+text exactly, line breaks folded), or, where Markdown allows no code span (an image's alt text), with
+each ASCII punctuation character backslash-escaped; so a prompt cannot add a link, an image, HTML or
+structure. (A code span also keeps the UI from turning a URL in a prompt into a link: its Markdown
+renderer links URLs found in plain text, escaped or not.) The only images are the thumbnails, served
+by the gallery plugin's image route under ``[api] base_url``: the reviewer's browser sends its
+Airflow session, so the reviewer's own permissions on the upstream DAG apply.
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ from airflow_provider_xai_image.records import ImageRecord
 
 _ASCII_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_BACKTICKS = re.compile(r"`+")
+
+
+def _one_line(value: object) -> str:
+    return " ".join(_CONTROL.sub(" ", str(value)).split())
 
 
 def markdown_text(value: object) -> str:
@@ -29,8 +36,17 @@ def markdown_text(value: object) -> str:
 
     :param value: Any value; written as ``str(value)``.
     """
-    one_line = " ".join(_CONTROL.sub(" ", str(value)).split())
-    return _ASCII_PUNCTUATION.sub(r"\\\1", one_line)
+    return _ASCII_PUNCTUATION.sub(r"\\\1", _one_line(value))
+
+
+def markdown_code(value: object) -> str:
+    """``value`` as a Markdown inline code span: its text exactly (one line), nothing in it interpreted.
+
+    :param value: Any value; written as ``str(value)``.
+    """
+    text = _one_line(value)
+    fence = "`" * (max((len(run) for run in _BACKTICKS.findall(text)), default=0) + 1)
+    return f"{fence} {text} {fence}"  # CommonMark strips one space on each side
 
 
 def image_url(base_url: str, task: TaskInstanceId, name: str) -> str:
@@ -53,7 +69,7 @@ def review_body(base_url: str, task: TaskInstanceId, images: Mapping[str, ImageR
     :param images: Its stored images by name, in the manifest's order.
     """
     lines = [
-        f"**{len(images)}** image(s) of task {markdown_text(task.task_id)} wait for review. Tick every image "
+        f"**{len(images)}** image(s) of task {markdown_code(task.task_id)} wait for review. Tick every image "
         "that passes (its name is under its thumbnail), or choose Reject all.",
         "",
     ]
@@ -62,9 +78,9 @@ def review_body(base_url: str, task: TaskInstanceId, images: Mapping[str, ImageR
         lines += [
             f"[![{markdown_text(name)}]({url})]({url})",
             "",
-            f"{number}\\. **{markdown_text(name)}**  ",
-            f"Prompt: {markdown_text(image.prompt or '')}  ",
-            f"Model: {markdown_text(image.model)} · cost {markdown_text(usd(image.cost_usd_ticks))}",
+            f"{number}\\. **{markdown_code(name)}**  ",
+            f"Prompt: {markdown_code(image.prompt or '')}  ",
+            f"Model: {markdown_code(image.model)} · cost {markdown_text(usd(image.cost_usd_ticks))}",
             "",
         ]
     return "\n".join(lines)

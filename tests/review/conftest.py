@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gallery"))
 from review_support import DAG_ID, REVIEW_TESTS, AirflowServices
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def review_services(moto_s3: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
     """The services (always stopped at the end), an emulator, and the bucket images and approvals go to."""
     workdir = tmp_path_factory.mktemp("review")

@@ -56,12 +56,12 @@ def test_approving_two_images_publishes_exactly_those(review_services: SimpleNam
     assert details["subject"] == "4 image(s) of generate wait for review"
     body = details["body"]
     assert body.count("/xai-image-gallery/dags/xai_review_test/runs/") == 8  # each thumbnail, and its link
-    # the prompt's markup is text: no unescaped "<", and the only images are the 4 thumbnails
-    assert re.search(r"(?<!\\)<", body) is None
-    assert len(re.findall(r"(?<!\\)!\[", body)) == 4
-    assert "\\!\\[x\\]\\(http" in body
-    assert "http\\:\\/\\/elsewhere\\.invalid" in body  # the prompt, as text
-    assert any("![x](http://elsewhere" in (image["prompt"] or "") for image in manifest["images"])
+    # the prompt's markup is text (a code span); outside code spans, no HTML and only the 4 thumbnails
+    markup_prompt = next(image["prompt"] for image in manifest["images"] if "![x](http://" in image["prompt"])
+    assert f"Prompt: ` {markup_prompt} `" in body
+    outside_code = re.sub(r"` [^`]* `", "", body)
+    assert re.search(r"(?<!\\)<", outside_code) is None
+    assert len(re.findall(r"(?<!\\)!\[", outside_code)) == 4
 
     approved = [names[1], names[2]]
     respond(env, run_id, approved, "Two pass")
