@@ -231,4 +231,4 @@ def upstream_task_instance(context: Context, manifest_uri: str) -> TaskInstanceI
 
 def _identity(context: Context) -> dict[str, Any]:
     ti = context["ti"]
-    return {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id, "map_index": ti.map_index}
+    return {"dag_id": ti.dag_id, "run_id": context["run_id"], "task_id": ti.task_id, "map_index": ti.map_index}

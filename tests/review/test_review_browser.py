@@ -3,7 +3,9 @@ system's Chromium) signs in to the Airflow UI, opens the review task's required 
 thumbnails loaded, ticks two images and responds; a user who may not read the DAG sees no image.
 
 Needs ``pip install playwright`` and a Chromium at ``XAI_TEST_CHROMIUM`` (default ``/usr/bin/chromium``,
-Debian's ``chromium`` package); nothing is downloaded.
+Debian's ``chromium`` package); nothing is downloaded. The form's screenshot goes to the test's
+temporary folder, or to ``XAI_REVIEW_SCREENSHOT`` (``XAI_REVIEW_SCREENSHOT=docs/review.png`` renews the
+README's).
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "review.png"
 THUMBNAILS = 'img[src*="/xai-image-gallery/"]'
 
 pytestmark = [
@@ -78,7 +79,7 @@ def loaded_thumbnails(page: Any) -> list[str]:
     )
 
 
-def test_reviewer_ticks_two_images_in_the_ui(review_services: SimpleNamespace, browser: Any) -> None:
+def test_reviewer_ticks_two_images_in_the_ui(review_services: SimpleNamespace, browser: Any, tmp_path: Path) -> None:
     env, services = review_services, review_services.services
     run_id = services.trigger(DAG_ID)
     services.wait_for_task_state(DAG_ID, run_id, "review", "awaiting_input")
@@ -107,8 +108,7 @@ def test_reviewer_ticks_two_images_in_the_ui(review_services: SimpleNamespace, b
         options.fill(name)
         options.press("Enter")
     page.locator("#element_comment").fill("Two pass, from the browser")
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    page.screenshot(path=os.environ.get("XAI_REVIEW_SCREENSHOT") or str(tmp_path / "review.png"), full_page=True)
     page.get_by_role("button", name="Respond").click()
 
     assert services.wait_for_run_end(DAG_ID, run_id) == "success"
