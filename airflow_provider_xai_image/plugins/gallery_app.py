@@ -31,6 +31,7 @@ from airflow_provider_xai_image.plugins.task_manifest import (
     open_image,
 )
 from airflow_provider_xai_image.records import Manifest
+from airflow_provider_xai_image.review import read_review
 
 #: What the UI leaves in an external view's href for a task instance that is not mapped.
 MAP_INDEX_PLACEHOLDER = "{MAP_INDEX}"
@@ -104,7 +105,7 @@ def gallery(task: TaskInstanceDep, session: SessionDep) -> HTMLResponse:
     headers = {"Content-Security-Policy": PAGE_SECURITY_POLICY}
     if found is None:
         return HTMLResponse(render_no_manifest(task), status.HTTP_404_NOT_FOUND, headers)
-    return HTMLResponse(render_gallery(task, found), headers=headers)
+    return HTMLResponse(render_gallery(task, found, read_review(found.folder)), headers=headers)
 
 
 @router.get("/manifest")

@@ -1,5 +1,5 @@
 """The gallery page of one task instance: totals, errors, and a card per image (thumbnail, prompt,
-revised prompt, model, size, cost, moderation).
+revised prompt, model, size, cost, moderation, and review status once a reviewer decided).
 
 The page has no script and only relative links (``images/<name>``, ``manifest``), so it works under
 any ``[api] base_url`` and inside the UI's iframe.
@@ -13,6 +13,7 @@ from urllib.parse import quote
 from airflow_provider_xai_image.budget import usd
 from airflow_provider_xai_image.plugins.task_manifest import TaskInstanceId, TaskManifest
 from airflow_provider_xai_image.records import ImageRecord
+from airflow_provider_xai_image.review import ReviewDecision
 
 #: Shown instead of a revised prompt when xAI sent none (the manifest records null).
 NO_REVISED_PROMPT = "no revised prompt from xAI"
@@ -42,6 +43,8 @@ figcaption {{ padding: 8px; line-height: 1.35; }}
 .badge {{ border-radius: 4px; padding: 0 5px; font-size: 0.85rem; }}
 .passed {{ background: #2e7d3233; }}
 .filtered {{ background: #c6282833; }}
+.approved {{ background: #2e7d3233; }}
+.rejected {{ background: #c6282833; }}
 </style></head>
 <body>
 <h1>xAI images</h1>
@@ -51,11 +54,12 @@ figcaption {{ padding: 8px; line-height: 1.35; }}
 """
 
 
-def render_gallery(task: TaskInstanceId, found: TaskManifest) -> str:
+def render_gallery(task: TaskInstanceId, found: TaskManifest, review: ReviewDecision | None = None) -> str:
     """The gallery page of a task instance that has a manifest.
 
     :param task: The task instance.
     :param found: Its manifest.
+    :param review: The reviewer's decision on its images (``review.json``), if any.
     """
     query = _map_index_query(task)
     totals = found.manifest.totals
@@ -73,7 +77,9 @@ def render_gallery(task: TaskInstanceId, found: TaskManifest) -> str:
         f"<li>prompt {html.escape(str(error.get('prompt_index')))}: {html.escape(str(error.get('error')))}</li>"
         for error in found.manifest.errors
     )
-    cards = [_stored_card(name, image, query) for name, image in found.images.items()]
+    if review is not None:
+        facts.append(_review_fact(review))
+    cards = [_stored_card(name, image, query, review and review.status(name)) for name, image in found.images.items()]
     cards += [_filtered_card(image) for image in found.manifest.images if image.moderation == "filtered"]
     body = (
         f'<div class="totals">{" ".join(facts)}</div>'
@@ -118,9 +124,20 @@ def _caption(image: ImageRecord, extra: str) -> str:
     )
 
 
-def _stored_card(name: str, image: ImageRecord, query: str) -> str:
+def _review_fact(review: ReviewDecision) -> str:
+    who = (review.decided_by or {}).get("name") or "the response timeout"
+    comment = f": “{html.escape(review.comment)}”" if review.comment else ""
+    return (
+        f"<span>reviewed by <b>{html.escape(str(who))}</b> {review.decided_at:%Y-%m-%d %H:%M} UTC, "
+        f"<b>{len(review.approved)}</b> approved{comment}</span>"
+    )
+
+
+def _stored_card(name: str, image: ImageRecord, query: str, review_status: str | None = None) -> str:
     source = html.escape(f"images/{quote(name)}{query}")
     size = f" · {image.bytes / 1024:,.0f} KiB" if image.bytes is not None else ""
+    if review_status:
+        size += f' · <span class="badge {review_status}">{review_status}</span>'
     return (
         f'<figure><a href="{source}"><img src="{source}" alt="{html.escape(name)}" loading="lazy"></a>'
         f"{_caption(image, size)}</figure>"

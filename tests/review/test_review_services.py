@@ -8,9 +8,10 @@ import json
 import re
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import quote
 
 import pytest
-from review_support import DAG_ID
+from review_support import DAG_ID, READER
 
 from airflow_provider_xai_image.operators.review import REJECT_ALL
 from airflow_provider_xai_image.review import REVIEW_NAME
@@ -87,6 +88,13 @@ def test_approving_two_images_publishes_exactly_those(review_services: SimpleNam
     assert decision["decided_by"]["name"] == "reviewer"
     assert decision["timed_out"] is False
     assert decision["review_task"]["task_id"] == "review"
+
+    gallery_path = f"/xai-image-gallery/dags/{DAG_ID}/runs/{quote(run_id, safe='')}/tasks/generate/gallery"
+    gallery = services.request("GET", gallery_path, user=READER)
+    assert gallery.status_code == 200, gallery.text
+    assert gallery.text.count('<span class="badge approved">approved</span>') == 2
+    assert gallery.text.count('<span class="badge rejected">rejected</span>') == 2
+    assert "reviewed by <b>reviewer</b>" in gallery.text
 
     events = [event for event in services.asset_events(DAG_ID, run_id) if event["source_task_id"] == "review"]
     assert [(event["uri"], event["extra"]) for event in events] == [
