@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,10 @@ MAX_IMAGES_PER_REVIEW = 50
 COMMENT_PARAM = "comment"
 #: XCom key of the rejected images' URIs.
 REJECTED_XCOM_KEY = "rejected"
+#: The standard provider's HITLOperator takes ``response_timeout``; before that (the provider of Airflow
+#: 3.1's day) its ``execution_timeout`` bounds the wait.
+_HITL_ARGUMENTS = inspect.signature(HITLOperator.__init__).parameters
+_TIMEOUT_ARGUMENT = "response_timeout" if "response_timeout" in _HITL_ARGUMENTS else "execution_timeout"
 
 
 class XaiReviewImagesOperator(HITLOperator):
@@ -56,7 +61,8 @@ class XaiReviewImagesOperator(HITLOperator):
         other bytes is never overwritten: the task fails.
     :param defaults: What the response timeout chooses: ``Reject all``, or None (the task fails on
         timeout, as ``HITLOperator`` does).
-    :param response_timeout: How long to wait for a decision (``HITLOperator``'s); None: no limit.
+    :param response_timeout: How long to wait for a decision (``HITLOperator``'s; with a standard provider
+        older than ``response_timeout``, its ``execution_timeout``); None: no limit.
     :param kwargs: ``HITLOperator``'s ``notifiers`` and ``assigned_users``, and ``BaseOperator``'s.
     """
 
@@ -90,7 +96,7 @@ class XaiReviewImagesOperator(HITLOperator):
                     None, type=["null", "string"], title="Comment", description="Kept with the decision."
                 )
             },
-            response_timeout=response_timeout,
+            **({_TIMEOUT_ARGUMENT: response_timeout} if response_timeout else {}),
             **kwargs,
         )
         self.outlets = with_output_alias(self.outlets)

@@ -17,6 +17,7 @@ from airflow_provider_xai_image.operators.review import REJECT_ALL
 from airflow_provider_xai_image.review import REVIEW_NAME
 
 pytestmark = pytest.mark.dag
+EXAMPLE_DAG_ID = "xai_review_images"
 
 
 def hitl_path(services: Any, run_id: str, task_id: str = "review") -> str:
@@ -114,3 +115,26 @@ def test_reject_all_gives_an_empty_list_and_no_asset_event(review_services: Simp
     assert len(services.xcom(DAG_ID, run_id, "review", "rejected")) == 4
     assert keys(env, f"approved/{run_id}/") == []
     assert [event for event in services.asset_events(DAG_ID, run_id) if event["source_task_id"] == "review"] == []
+
+
+def test_the_example_dag_times_out_to_reject_all_and_regenerates_each_prompt_once(
+    review_services: SimpleNamespace,
+) -> None:
+    """example_dags/xai_review_images.py, nobody answering: the response timeout chooses its default
+    (``Reject all``), nothing is published, and the rejected prompts are generated once more."""
+    env, services = review_services, review_services.services
+    run_id = services.trigger(EXAMPLE_DAG_ID)
+
+    assert services.wait_for_run_end(EXAMPLE_DAG_ID, run_id) == "success"
+
+    assert services.xcom(EXAMPLE_DAG_ID, run_id, "review") == []
+    generated = services.xcom(EXAMPLE_DAG_ID, run_id, "generate")
+    assert services.xcom(EXAMPLE_DAG_ID, run_id, "review", "rejected") == generated
+    assert len(generated) == 4
+    assert services.xcom(EXAMPLE_DAG_ID, run_id, "use_approved") == {}
+    assert len(services.xcom(EXAMPLE_DAG_ID, run_id, "rejected_prompts")) == 2
+    assert len(services.xcom(EXAMPLE_DAG_ID, run_id, "regenerate")) == 2  # one image per rejected prompt
+    manifest_key = services.xcom(EXAMPLE_DAG_ID, run_id, "generate", "manifest").split(f"{env.bucket}/", 1)[1]
+    decision = json.loads(env.moto_s3.get_bytes(env.bucket, manifest_key.replace("manifest.json", REVIEW_NAME)))
+    assert (decision["timed_out"], decision["decided_by"], decision["approved"]) == (True, None, [])
+    assert [key for key in keys(env, "examples/approved/")] == []
