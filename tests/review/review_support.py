@@ -35,6 +35,8 @@ READER = "reader"
 ROLES = {REVIEWER: "user", READER: "viewer", OUTSIDER: "viewer"}
 #: Services besides the API server.
 SERVICES = ("scheduler", "dag-processor", "triggerer")
+#: The state of a task waiting for a person: Airflow 3.3+ parks it, older versions defer it to a trigger.
+WAITING_FOR_INPUT = ("awaiting_input", "deferred")
 #: The DAG of review_dag.py.
 DAG_ID = "xai_review_test"
 T = TypeVar("T")
@@ -168,15 +170,15 @@ class AirflowServices:
         response = self.request("GET", f"{self.run_path(dag_id, run_id)}/taskInstances/{task_id}")
         return response.json().get("state") if response.status_code == 200 else None
 
-    def wait_for_task_state(self, dag_id: str, run_id: str, task_id: str, state: str) -> None:
-        """Wait until the task instance is in ``state`` (fail early when the run failed)."""
+    def wait_for_task_state(self, dag_id: str, run_id: str, task_id: str, states: tuple[str, ...]) -> None:
+        """Wait until the task instance is in one of ``states`` (fail early when the run failed)."""
 
         def reached() -> bool | None:
             if self.run_state(dag_id, run_id) == "failed":
-                raise AssertionError(f"The run failed while waiting for {task_id}={state}:\n{self.logs()}")
-            return True if self.task_state(dag_id, run_id, task_id) == state else None
+                raise AssertionError(f"The run failed while waiting for {task_id} in {states}:\n{self.logs()}")
+            return True if self.task_state(dag_id, run_id, task_id) in states else None
 
-        self.wait_for(f"{task_id} to be {state}", reached)
+        self.wait_for(f"{task_id} to be in {states}", reached)
 
     def run_state(self, dag_id: str, run_id: str) -> str:
         """A DAG run's state."""

@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import pytest
 from gallery_auth import OUTSIDER
-from review_support import DAG_ID, REVIEWER
+from review_support import DAG_ID, REVIEWER, WAITING_FOR_INPUT
 
 from airflow_provider_xai_image.review import REVIEW_NAME
 
@@ -82,7 +82,7 @@ def loaded_thumbnails(page: Any) -> list[str]:
 def test_reviewer_ticks_two_images_in_the_ui(review_services: SimpleNamespace, browser: Any, tmp_path: Path) -> None:
     env, services = review_services, review_services.services
     run_id = services.trigger(DAG_ID)
-    services.wait_for_task_state(DAG_ID, run_id, "review", "awaiting_input")
+    services.wait_for_task_state(DAG_ID, run_id, "review", WAITING_FOR_INPUT)
     names = services.request("GET", f"{services.run_path(DAG_ID, run_id)}/taskInstances/review/-1/hitlDetails").json()[
         "options"
     ][:-1]

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from review_support import DAG_ID, READER
+from review_support import DAG_ID, READER, WAITING_FOR_INPUT
 
 from airflow_provider_xai_image.operators.review import REJECT_ALL
 from airflow_provider_xai_image.review import REVIEW_NAME
@@ -28,7 +28,7 @@ def run_until_review(env: SimpleNamespace) -> tuple[str, dict[str, Any]]:
     """Trigger a run and wait until the review task waits for input; return the run id and its hitlDetails."""
     services = env.services
     run_id = services.trigger(DAG_ID)
-    services.wait_for_task_state(DAG_ID, run_id, "review", "awaiting_input")
+    services.wait_for_task_state(DAG_ID, run_id, "review", WAITING_FOR_INPUT)
     response = services.request("GET", hitl_path(services, run_id))
     assert response.status_code == 200, response.text
     return run_id, response.json()
