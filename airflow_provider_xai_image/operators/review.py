@@ -12,7 +12,6 @@ from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import ObjectStoragePath, Param
 
 from airflow_provider_xai_image.lineage import announce, with_output_alias
-from airflow_provider_xai_image.plugins.task_manifest import TaskInstanceId, TaskManifest
 from airflow_provider_xai_image.records import ImageRecord, Manifest
 from airflow_provider_xai_image.review import ReviewDecision, read_review, review_path
 from airflow_provider_xai_image.review_form import review_body
@@ -20,6 +19,8 @@ from airflow_provider_xai_image.storage import MANIFEST_NAME, copy_whole, publis
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from airflow_provider_xai_image.plugins.task_manifest import TaskInstanceId, TaskManifest
 
 #: The option that rejects every image.
 REJECT_ALL = "Reject all"
@@ -86,6 +87,7 @@ class XaiReviewImagesOperator(HITLOperator):
                 raise ValueError(f"{name}: XaiReviewImagesOperator sets it from the manifest; do not pass it.")
         if defaults not in (None, REJECT_ALL, [REJECT_ALL]):
             raise ValueError(f"defaults: {REJECT_ALL!r} or None (the task fails on timeout), not {defaults!r}")
+        timeout: dict[str, Any] = {_TIMEOUT_ARGUMENT: response_timeout} if response_timeout else {}
         super().__init__(
             subject="Images wait for review",
             options=[REJECT_ALL],
@@ -96,7 +98,7 @@ class XaiReviewImagesOperator(HITLOperator):
                     None, type=["null", "string"], title="Comment", description="Kept with the decision."
                 )
             },
-            **({_TIMEOUT_ARGUMENT: response_timeout} if response_timeout else {}),
+            **timeout,
             **kwargs,
         )
         self.outlets = with_output_alias(self.outlets)
@@ -121,6 +123,9 @@ class XaiReviewImagesOperator(HITLOperator):
         return super().execute(context)
 
     def _load_manifest(self) -> TaskManifest:
+        # Imported here: DAG files import this module on every parse, and this brings Airflow's XCom model.
+        from airflow_provider_xai_image.plugins.task_manifest import TaskManifest
+
         uri = self.manifest
         if not isinstance(uri, str) or not uri.endswith(f"/{MANIFEST_NAME}"):
             raise AirflowFailException(f"manifest: the URI of a {MANIFEST_NAME} (XCom 'manifest'), not {uri!r}")
@@ -140,7 +145,7 @@ class XaiReviewImagesOperator(HITLOperator):
                 f"{MAX_IMAGES_PER_REVIEW}. Store the images in shares (mapped tasks) and map the review "
                 "over their manifests."
             )
-        upstream = upstream_task_instance(context, found.uri)
+        upstream = upstream_task_instance(context, found)
         self.options = [*images, REJECT_ALL]
         self.subject = f"{len(images)} image(s) of {upstream.task_id} wait for review"
         self.body = review_body(conf.get("api", "base_url", fallback="") or "", upstream, images)
@@ -213,13 +218,16 @@ class XaiReviewImagesOperator(HITLOperator):
         return published
 
 
-def upstream_task_instance(context: Context, manifest_uri: str) -> TaskInstanceId:
-    """The task instance that wrote ``manifest_uri``: a task of this DAG run, found by the folder the
+def upstream_task_instance(context: Context, found: TaskManifest) -> TaskInstanceId:
+    """The task instance that wrote the manifest: a task of this DAG run, found by the folder the
     provider's operators store into (``<output_uri>/<run_id>/<task_id>[/map-<i>]/manifest.json``).
 
     :param context: The review task's context.
-    :param manifest_uri: The manifest's URI.
+    :param found: The manifest and its URI.
     """
+    from airflow_provider_xai_image.plugins.task_manifest import TaskInstanceId
+
+    manifest_uri = found.uri
     folders = manifest_uri.rsplit("/", 4)[:-1]
     map_index = -1
     if folders[-1].startswith("map-") and folders[-1][4:].isdigit():

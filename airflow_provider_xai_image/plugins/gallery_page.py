@@ -79,7 +79,8 @@ def render_gallery(task: TaskInstanceId, found: TaskManifest, review: ReviewDeci
     )
     if review is not None:
         facts.append(_review_fact(review))
-    cards = [_stored_card(name, image, query, review and review.status(name)) for name, image in found.images.items()]
+    statuses = {name: review.status(name) for name in found.images} if review else {}
+    cards = [_stored_card(name, image, query, statuses.get(name)) for name, image in found.images.items()]
     cards += [_filtered_card(image) for image in found.manifest.images if image.moderation == "filtered"]
     body = (
         f'<div class="totals">{" ".join(facts)}</div>'

@@ -22,7 +22,8 @@ from airflow_provider_xai_image.operators.review import (
     XaiReviewImagesOperator,
     upstream_task_instance,
 )
-from airflow_provider_xai_image.plugins.task_manifest import TaskInstanceId
+from airflow_provider_xai_image.plugins.task_manifest import TaskInstanceId, TaskManifest
+from airflow_provider_xai_image.records import Manifest
 from airflow_provider_xai_image.review import REVIEW_NAME, read_review
 from airflow_provider_xai_image.review_form import image_url, markdown_code, markdown_text, review_body
 from airflow_provider_xai_image.storage import copy_whole
@@ -56,6 +57,11 @@ def write_manifest(root: Path, count: int, *, task_id: str = "generate", map_ind
     manifest = folder / "manifest.json"
     manifest.write_text(json.dumps({"images": images, "totals": {}, "parameters": {}}))
     return manifest.as_uri()
+
+
+def loaded(manifest_uri: str) -> TaskManifest:
+    """The manifest at a ``file://`` URI."""
+    return TaskManifest(manifest_uri, Manifest.model_validate_json(Path(manifest_uri[7:]).read_bytes()))
 
 
 def review_context() -> dict[str, Any]:
@@ -93,11 +99,7 @@ def test_markdown_code_fences_the_text_longer_than_any_backtick_run(value: str, 
 
 
 def test_review_body_shows_values_as_code_and_only_the_thumbnails_as_images(tmp_path: Path) -> None:
-    from airflow_provider_xai_image.plugins.task_manifest import TaskManifest
-    from airflow_provider_xai_image.records import Manifest
-
-    uri = write_manifest(tmp_path, 2)
-    found = TaskManifest(uri, Manifest.model_validate_json(Path(uri[7:]).read_bytes()))
+    found = loaded(write_manifest(tmp_path, 2))
     task = TaskInstanceId("unit dag", RUN_ID, "generate")
 
     body = review_body("https://airflow.example/base/", task, found.images)
@@ -118,13 +120,14 @@ def test_review_body_shows_values_as_code_and_only_the_thumbnails_as_images(tmp_
 def test_upstream_task_instance_is_found_by_the_manifest_folder(tmp_path: Path) -> None:
     context = review_context()
     mapped = write_manifest(tmp_path, 1, task_id="other task", map_index=3)
+    elsewhere = (tmp_path / "elsewhere" / "generate" / "manifest.json").as_uri()
 
-    assert upstream_task_instance(context, write_manifest(tmp_path, 1)) == TaskInstanceId(
+    assert upstream_task_instance(context, loaded(write_manifest(tmp_path, 1))) == TaskInstanceId(
         "unit_dag", RUN_ID, "generate", -1
     )
-    assert upstream_task_instance(context, mapped) == TaskInstanceId("unit_dag", RUN_ID, "other task", 3)
+    assert upstream_task_instance(context, loaded(mapped)) == TaskInstanceId("unit_dag", RUN_ID, "other task", 3)
     with pytest.raises(AirflowFailException, match="not the manifest of a task of this DAG run"):
-        upstream_task_instance(context, (tmp_path / "elsewhere" / "generate" / "manifest.json").as_uri())
+        upstream_task_instance(context, TaskManifest(elsewhere, Manifest(images=[], totals={}, parameters={})))
 
 
 # -- limits ---------------------------------------------------------------------------------------------
