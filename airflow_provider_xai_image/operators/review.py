@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException, conf
@@ -159,7 +159,7 @@ class XaiReviewImagesOperator(HITLOperator):
         images = self._prepare_form(context, found)
         chosen = list(event.get("chosen_options") or [])
         unknown = sorted(set(chosen) - set(self.options))
-        if unknown and "error" not in event:
+        if unknown:
             raise AirflowFailException(
                 f"The reviewer chose {unknown}, which {found.uri} does not list; the options were its "
                 f"{len(images)} image names and {REJECT_ALL!r}."
@@ -168,12 +168,11 @@ class XaiReviewImagesOperator(HITLOperator):
             raise AirflowFailException(f"The reviewer chose {REJECT_ALL!r} and images at once: {chosen}")
         response = super().execute_complete(context, event)
         params_input = response.get("params_input") or {}
-        decided_at = response.get("responded_at") or datetime.now(timezone.utc)
         decision = ReviewDecision(
             manifest=found.uri,
             review_task=_identity(context),
             decided_by=dict(response["responded_by_user"]) if response.get("responded_by_user") else None,
-            decided_at=decided_at,
+            decided_at=response["responded_at"],
             timed_out=bool(event.get("timedout")),
             approved=[name for name in images if name in chosen],
             rejected=[name for name in images if name not in chosen],
