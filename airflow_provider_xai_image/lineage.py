@@ -53,8 +53,17 @@ def report(
         collector.add_input_asset(context=hook, uri=source)
     collector.add_output_asset(context=hook, uri=asset_uri(folder_uri))
     if images:
-        extra = {"images": images, "manifest": manifest_uri}
-        context["outlet_events"][OUTPUT_ALIAS].add(Asset(asset_uri(output_uri)), extra=extra)
+        announce(context, output_uri, {"images": images, "manifest": manifest_uri})
+
+
+def announce(context: Any, location_uri: str, extra: dict[str, Any]) -> None:
+    """Record an Asset event on a storage location (through the output alias).
+
+    :param context: The task's context.
+    :param location_uri: The storage location (its Airflow connection id is left out of the Asset).
+    :param extra: The event's extra.
+    """
+    context["outlet_events"][OUTPUT_ALIAS].add(Asset(asset_uri(location_uri)), extra=extra)
 
 
 def openlineage_datasets(uris: Sequence[str]) -> list[Any]:

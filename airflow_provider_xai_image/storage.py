@@ -115,15 +115,19 @@ def publish(fs: AbstractFileSystem, path: str, *, local_file: str | None = None,
     goes straight to the final key. A local file system would show a half-written file, so the
     bytes go to a hidden sibling first and are renamed into place.
     """
-    retrying = tenacity.Retrying(
+    for attempt in _publish_retrying():
+        with attempt:
+            _publish_once(fs, path, local_file, data)
+
+
+def _publish_retrying() -> tenacity.Retrying:
+    """Retries of transient storage errors, for up to :data:`PUBLISH_RETRY_SECONDS`."""
+    return tenacity.Retrying(
         retry=tenacity.retry_if_not_exception_type(_PERMANENT_STORAGE_ERRORS),
         stop=tenacity.stop_after_delay(PUBLISH_RETRY_SECONDS),
         wait=tenacity.wait_exponential(multiplier=0.5, max=10.0),
         reraise=True,
     )
-    for attempt in retrying:
-        with attempt:
-            _publish_once(fs, path, local_file, data)
 
 
 def _publish_once(fs: AbstractFileSystem, path: str, local_file: str | None, data: bytes | None) -> None:
@@ -142,6 +146,45 @@ def _publish_once(fs: AbstractFileSystem, path: str, local_file: str | None, dat
     finally:
         if staging != path and os.path.exists(staging):
             os.remove(staging)
+
+
+def copy_whole(source: ObjectStoragePath, target: ObjectStoragePath, sha256: str | None) -> bool:
+    """
+    Copy the object at ``source`` to ``target`` so that it appears whole or not at all; return False
+    when ``target`` holds it already (nothing copied), True when copied.
+
+    Within one object store the copy is server-side (an object shows only once its copy completed);
+    a local file goes through :func:`publish`, and an object of another store is read into a local
+    temporary file first.
+
+    :param source: The object to copy.
+    :param target: Where it goes.
+    :param sha256: The source's digest: an existing target with another digest is not overwritten.
+    """
+    if target.exists():
+        if sha256 is None or _sha256(target) == sha256:
+            return False
+        raise XaiStorageError(f"{target} exists and holds other bytes than {source}; it was not overwritten.")
+    if source.samestore(target) and not isinstance(target.fs, LocalFileSystem):
+        for attempt in _publish_retrying():
+            with attempt:
+                target.fs.copy(source.path, target.path)
+    elif isinstance(source.fs, LocalFileSystem):
+        publish(target.fs, target.path, local_file=source.path)
+    else:
+        with tempfile.TemporaryDirectory() as spool:
+            local_file = os.path.join(spool, source.name)
+            source.fs.get_file(source.path, local_file)
+            publish(target.fs, target.path, local_file=local_file)
+    return True
+
+
+def _sha256(path: ObjectStoragePath) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def check_output_location(folder: ObjectStoragePath, parameter: str = "output_uri") -> None:

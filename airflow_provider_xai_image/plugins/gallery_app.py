@@ -35,6 +35,7 @@ from airflow_provider_xai_image.plugins.task_manifest import (
     open_image,
 )
 from airflow_provider_xai_image.records import TaskInstanceId
+from airflow_provider_xai_image.review import read_review
 
 #: What the UI leaves in an external view's href for a task instance that is not mapped.
 MAP_INDEX_PLACEHOLDER = "{MAP_INDEX}"
@@ -129,7 +130,7 @@ def gallery(
         return HTMLResponse(render_no_manifest(task, refused.message), status.HTTP_404_NOT_FOUND, headers)
     if found is None:
         return HTMLResponse(render_no_manifest(task), status.HTTP_404_NOT_FOUND, headers)
-    return HTMLResponse(render_gallery(task, found, page), headers=headers)
+    return HTMLResponse(render_gallery(task, found, page, read_review(found.folder)), headers=headers)
 
 
 @router.get("/manifest", response_class=StreamingResponse)

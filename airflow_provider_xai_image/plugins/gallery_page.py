@@ -1,5 +1,6 @@
 """The gallery page of one task instance: totals, errors, and a card per image (thumbnail, prompt,
-revised prompt, model, size, cost, moderation), :data:`CARDS_PER_PAGE` cards a page.
+revised prompt, model, size, cost, moderation, and review status once a reviewer decided),
+:data:`CARDS_PER_PAGE` cards a page.
 
 The page has no script and only relative links (``images/<name>``, ``manifest``), so it works under
 any ``[api] base_url`` and inside the UI's iframe.
@@ -13,6 +14,7 @@ from urllib.parse import quote, urlencode
 from airflow_provider_xai_image.budget import usd
 from airflow_provider_xai_image.plugins.task_manifest import TaskManifest
 from airflow_provider_xai_image.records import ImageRecord, TaskInstanceId
+from airflow_provider_xai_image.review import ReviewDecision
 
 #: Shown instead of a revised prompt when xAI sent none (the manifest records null).
 NO_REVISED_PROMPT = "no revised prompt from xAI"
@@ -49,6 +51,8 @@ figcaption {{ padding: 8px; line-height: 1.35; }}
 .passed {{ background: #2e7d3233; }}
 .filtered {{ background: #c6282833; }}
 .pages {{ margin: 10px 0; }}
+.approved {{ background: #2e7d3233; }}
+.rejected {{ background: #c6282833; }}
 </style></head>
 <body>
 <h1>xAI images</h1>
@@ -58,7 +62,7 @@ figcaption {{ padding: 8px; line-height: 1.35; }}
 """
 
 
-def render_gallery(task: TaskInstanceId, found: TaskManifest, page: int) -> str:
+def render_gallery(task: TaskInstanceId, found: TaskManifest, page: int, review: ReviewDecision | None = None) -> str:
     """One page of the gallery of a task instance that has a manifest: its totals, its first errors (on
     the first page), up to :data:`CARDS_PER_PAGE` cards, and links to the previous and next pages.
 
@@ -68,6 +72,7 @@ def render_gallery(task: TaskInstanceId, found: TaskManifest, page: int) -> str:
     :param task: The task instance.
     :param found: Its manifest.
     :param page: The page, from 1.
+    :param review: The reviewer's decision on its images (``review.json``), if any.
     """
     index = found.index
     totals = index.totals
@@ -91,10 +96,14 @@ def render_gallery(task: TaskInstanceId, found: TaskManifest, page: int) -> str:
         for error in (index.first_errors(ERRORS_SHOWN) if page == 1 else [])
         if isinstance(error, dict)
     )
+    if review is not None:
+        facts.append(_review_fact(review))
     if errors and index.errors > ERRORS_SHOWN:
         errors += f"<li>{index.errors - ERRORS_SHOWN:,} more in manifest.json</li>"
     cards = [
-        _stored_card(name, image, query) if name is not None else _filtered_card(image)
+        _stored_card(name, image, query, review.status(name) if review else None)
+        if name is not None
+        else _filtered_card(image)
         for name, image in index.page((page - 1) * CARDS_PER_PAGE, CARDS_PER_PAGE)
     ]
     pages = _pages(task, page, index.cards)
@@ -175,9 +184,20 @@ def _caption(image: ImageRecord, extra: str) -> str:
     )
 
 
-def _stored_card(name: str, image: ImageRecord, query: str) -> str:
+def _review_fact(review: ReviewDecision) -> str:
+    who = (review.decided_by or {}).get("name") or "the response timeout"
+    comment = f": “{html.escape(review.comment)}”" if review.comment else ""
+    return (
+        f"<span>reviewed by <b>{html.escape(str(who))}</b> {review.decided_at:%Y-%m-%d %H:%M} UTC, "
+        f"<b>{len(review.approved)}</b> approved{comment}</span>"
+    )
+
+
+def _stored_card(name: str, image: ImageRecord, query: str, review_status: str | None = None) -> str:
     source = html.escape(f"images/{quote(name)}{query}")
     size = f" · {image.bytes / 1024:,.0f} KiB" if image.bytes is not None else ""
+    if review_status:
+        size += f' · <span class="badge {review_status}">{review_status}</span>'
     return (
         f'<figure><a href="{source}"><img src="{source}" alt="{_text(name)}" loading="lazy"></a>'
         f"{_caption(image, size)}</figure>"

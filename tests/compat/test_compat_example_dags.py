@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from compat_support import EXAMPLE_DAGS, IN_COMPAT_VENV, dags_test
@@ -24,9 +25,20 @@ HELPERS = {line.strip().replace("\\", "") for line in (EXAMPLE_DAGS / ".airflowi
 #: Each example DAG file; its dag id is its name.
 DAG_FILES = sorted(path for path in EXAMPLE_DAGS.glob("*.py") if path.name not in HELPERS)
 assert DAG_FILES, f"no example DAG in {EXAMPLE_DAGS}"
+#: Example DAGs that wait for a person, so no unattended run: why, and where they are tested instead.
+WAITS_FOR_A_PERSON = {
+    "xai_review_images": "its review waits for a person (and Airflow 3.1's `airflow dags test` cannot run the "
+    "Human-in-the-loop trigger); tests/review runs it with Airflow's services",
+}
 
 
-@pytest.mark.parametrize("dag_file", DAG_FILES, ids=[path.stem for path in DAG_FILES])
+def example_dag_param(path: Path) -> Any:
+    """One example DAG file as a test parameter, skipped when it waits for a person."""
+    reason = WAITS_FOR_A_PERSON.get(path.stem)
+    return pytest.param(path, id=path.stem, marks=[pytest.mark.skip(reason=reason)] if reason else [])
+
+
+@pytest.mark.parametrize("dag_file", [example_dag_param(path) for path in DAG_FILES])
 def test_example_dag_runs(dag_file: Path, airflow_home: Path, tmp_path: Path) -> None:
     dags = tmp_path / "dags"
     dags.mkdir()

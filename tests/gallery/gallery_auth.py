@@ -3,11 +3,12 @@
 readable, and editable by :data:`AUTHOR`).
 
 The API server subprocess imports it as ``gallery_auth.GalleryTestAuthManager`` (``tests/gallery``
-is on its PYTHONPATH).
+is on its PYTHONPATH). ``XAI_TEST_DENIED_DAG_ID`` names another DAG to deny instead.
 """
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
@@ -42,6 +43,7 @@ class GalleryTestAuthManager(SimpleAuthManager):
         :param access_entity: What of the DAG is accessed (runs, task instances, ...).
         :param details: Which DAG.
         """
-        if user.username in (OUTSIDER, AUTHOR) and details is not None and details.id == DENIED_DAG_ID:
+        denied = os.environ.get("XAI_TEST_DENIED_DAG_ID", DENIED_DAG_ID)
+        if user.username in (OUTSIDER, AUTHOR) and details is not None and details.id == denied:
             return False
         return super().is_authorized_dag(method=method, user=user, access_entity=access_entity, details=details)

@@ -24,7 +24,8 @@ pytestmark = pytest.mark.dag
 
 EXAMPLE_DAGS = Path(__file__).resolve().parents[2] / "example_dags"
 
-#: dag id -> (expected task states, images stored, XCom return values that list images)
+#: dag id -> (expected task states, images stored, XCom return values that list images). Not here:
+#: xai_review_images, whose review waits for a person; tests/review runs it with Airflow's services.
 EXAMPLES: dict[str, tuple[dict[str, str], int, list[tuple[str, int]]]] = {
     "xai_generate_images": (
         {

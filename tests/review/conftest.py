@@ -1,0 +1,49 @@
+"""Fixture of the review tests: Airflow's services with the review test DAG and the review example DAG
+(whose review times out after a few seconds), the emulator and moto S3."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from airflow_provider_xai_image.testing import XaiEmulator
+
+# The gallery tests' API server helpers and auth manager (pytest puts a folder on sys.path only when it
+# collects tests there).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gallery"))
+
+from review_support import DAG_ID, REVIEW_TESTS, AirflowServices
+
+EXAMPLE_DAGS = REVIEW_TESTS.parents[1] / "example_dags"
+EXAMPLE_FILES = ("xai_review_images.py", "xai_example_utils.py", ".airflowignore")
+#: Nobody answers the example's review: it times out after this long.
+EXAMPLE_REVIEW_TIMEOUT_SECONDS = 5
+
+
+@pytest.fixture(scope="package")
+def review_services(moto_s3: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
+    """The services (always stopped at the end), an emulator, and the bucket images and approvals go to."""
+    workdir = tmp_path_factory.mktemp("review")
+    bucket = moto_s3.create_bucket("review")
+    with XaiEmulator() as emulator:
+        services = AirflowServices.start(
+            workdir,
+            [REVIEW_TESTS / "review_dag.py", *(EXAMPLE_DAGS / name for name in EXAMPLE_FILES)],
+            {
+                "AIRFLOW_CONN_XAI_DEFAULT": emulator.connection_uri(),
+                "XAI_REVIEW_OUTPUT_URI": f"s3://aws_moto@{bucket}/images/",
+                "XAI_REVIEW_PUBLISH_URI": f"s3://aws_moto@{bucket}/approved/",
+                "XAI_EXAMPLE_OUTPUT_URI": f"s3://aws_moto@{bucket}/examples/",
+                "XAI_EXAMPLE_REVIEW_TIMEOUT_SECONDS": str(EXAMPLE_REVIEW_TIMEOUT_SECONDS),
+            },
+            denied_dag_id=DAG_ID,
+        )
+        try:
+            yield SimpleNamespace(services=services, emulator=emulator, bucket=bucket, moto_s3=moto_s3)
+        finally:
+            services.stop()
