@@ -45,6 +45,36 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             }
         ],
+        "config": {
+            "xai_image": {
+                "description": "Where the xAI image provider keeps images on local disk, and what it may read there.",
+                "options": {
+                    "spool_dir": {
+                        "description": (
+                            "Folder where images wait, verified whole, until they are stored (one subfolder per "
+                            "task instance, removed once empty). It must be this user's own with mode 0700 (created "
+                            "so when missing); any other folder there is refused. Empty: "
+                            "<temp folder>/airflow-xai-image-<uid>."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "/var/spool/airflow-xai-image",
+                        "default": "",
+                    },
+                    "allowed_local_source_roots": {
+                        "description": (
+                            "Comma-separated folders that local (file://) source images of edits must be in, "
+                            "resolved with symbolic links and '..' first. Empty: any file the worker or triggerer "
+                            "can read (restrict it when DAGs take sources from dag_run.conf)."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "/data/edit-sources,/srv/shared/images",
+                        "default": "",
+                    },
+                },
+            }
+        },
         "connection-types": [
             {
                 "connection-type": CONN_TYPE,

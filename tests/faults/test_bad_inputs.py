@@ -29,6 +29,7 @@ def big_jpeg(path: Path) -> str:
 
 
 EXECUTE_TIME = [
+    ({"prompt": None}, "prompt"),
     ({"prompt": {"a": "b"}}, "prompt"),
     ({"prompt": []}, "prompt"),
     ({"prompt": ["fine", 3]}, "prompt.1"),

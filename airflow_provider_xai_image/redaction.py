@@ -1,0 +1,48 @@
+"""Keeping the API key out of text that came from a remote server, and bounding stored error texts.
+
+A server may quote the request back (a proxy's error page, an echoed ``Authorization`` header), so
+every answer's text is scrubbed before anything is derived from it: the key goes in each form it can
+take in a body, raw (also inside ``Bearer <key>``), URL-encoded and JSON-escaped.
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import quote, quote_plus
+
+#: What a removed key is replaced with.
+REDACTED = "***"
+#: Longest error text kept in records and the manifest.
+MAX_STORED_ERROR_CHARS = 2000
+
+
+class KeyScrubber:
+    """Removes one secret, in every form a server could echo it, from texts.
+
+    :param secret: The API key.
+    """
+
+    def __init__(self, secret: str) -> None:
+        escaped = json.dumps(secret)[1:-1]
+        encoded = {quote(secret), quote(secret, safe=""), quote_plus(secret)}
+        forms = {secret, *encoded, escaped, escaped.replace("/", "\\/")}
+        # Longest first: a form that contains another goes whole.
+        self._forms = sorted((form for form in forms if form), key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        """``text`` without the secret."""
+        for form in self._forms:
+            if form in text:
+                text = text.replace(form, REDACTED)
+        return text
+
+
+def cap_error_text(text: str | None, limit: int = MAX_STORED_ERROR_CHARS) -> str | None:
+    """``text`` cut to ``limit`` characters (saying how much was cut), or None.
+
+    :param text: An error text, or None.
+    :param limit: The most characters kept.
+    """
+    if text is None or len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters cut)"
