@@ -2,7 +2,7 @@
 
 A server may quote the request back (a proxy's error page, an echoed ``Authorization`` header), so
 every answer's text is scrubbed before anything is derived from it: the key goes in each form it can
-take in a body, raw (also inside ``Bearer <key>``), URL-encoded and JSON-escaped.
+take in a body, raw (also inside ``Bearer <key>``), URL-encoded and JSON-escaped (also JSON quoted in JSON).
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from urllib.parse import quote, quote_plus
 
 #: What a removed key is replaced with.
 REDACTED = "***"
+#: JSON strings nested in JSON strings: an error message quoting a JSON body (each level escapes again).
+JSON_ESCAPE_LEVELS = 3
 #: Longest error text kept in records and the manifest.
 MAX_STORED_ERROR_CHARS = 2000
 
@@ -23,9 +25,11 @@ class KeyScrubber:
     """
 
     def __init__(self, secret: str) -> None:
-        escaped = json.dumps(secret)[1:-1]
-        encoded = {quote(secret), quote(secret, safe=""), quote_plus(secret)}
-        forms = {secret, *encoded, escaped, escaped.replace("/", "\\/")}
+        forms = {secret, quote(secret), quote(secret, safe=""), quote_plus(secret)}
+        escaped = secret
+        for _ in range(JSON_ESCAPE_LEVELS):
+            escaped = json.dumps(escaped)[1:-1]
+            forms |= {escaped, escaped.replace("/", "\\/")}
         # Longest first: a form that contains another goes whole.
         self._forms = sorted((form for form in forms if form), key=len, reverse=True)
 
