@@ -75,14 +75,6 @@ def make_private_folder(path: str) -> None:
     check_private_folder(path)
 
 
-def create_exclusive(path: str) -> IO[bytes]:
-    """A new file at ``path``, opened for writing: never an existing file, never through a link (``0600``).
-
-    :param path: A file in a private folder.
-    """
-    return os.fdopen(os.open(path, _EXCLUSIVE_FLAGS, 0o600), "wb")
-
-
 class Spool:
     """One task instance's spool folder: ``<spool root>/<digest of its output folder URI>``.
 
@@ -93,17 +85,29 @@ class Spool:
         self.root = spool_root()
         self.path = os.path.join(self.root, hashlib.sha256(folder_uri.encode()).hexdigest()[:16])
 
-    def exists(self) -> bool:
-        """Whether the folder exists (checked private: see :func:`check_private_folder`)."""
-        return check_private_folder(self.root) and check_private_folder(self.path)
-
     def make(self) -> str:
         """Create the folder (and the root) privately, or check them; return the folder's path."""
         make_private_folder(self.root)
         make_private_folder(self.path)
         return self.path
 
+    def create(self, name: str) -> IO[bytes]:
+        """A new file ``name`` in the folder (made privately when missing), opened for writing: never an
+        existing file, never through a link (``O_CREAT|O_EXCL|O_NOFOLLOW``, ``0600``).
+
+        :param name: The file's name.
+        """
+        path = os.path.join(self.path, name)
+        for attempt in range(2):
+            self.make()
+            try:
+                return os.fdopen(os.open(path, _EXCLUSIVE_FLAGS, 0o600), "wb")
+            except FileNotFoundError:
+                if attempt:  # the empty folder was removed (a run ending) between making it and the file
+                    raise
+        raise AssertionError("unreachable")
+
     def remove_if_empty(self) -> None:
         """Remove the folder once nothing waits in it (a billed image that is not stored yet stays)."""
-        with suppress(FileNotFoundError, OSError):
+        with suppress(OSError):  # gone already, or not empty
             os.rmdir(self.path)

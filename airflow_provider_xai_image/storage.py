@@ -61,7 +61,7 @@ from airflow_provider_xai_image.records import (
     RequestRecord,
 )
 from airflow_provider_xai_image.redaction import cap_error_text
-from airflow_provider_xai_image.spool import Spool, create_exclusive
+from airflow_provider_xai_image.spool import Spool
 
 if TYPE_CHECKING:
     from airflow_provider_xai_image.hooks.xai import XaiHook
@@ -234,8 +234,7 @@ class ImageStore:
         """
         check_output_location(self.folder)
         self._remove_dead_staging_files()
-        if not self.spool_folder.exists():
-            return
+        self.spool_folder.make()  # before anything is paid for: a spool that is not private is refused now
         with os.scandir(self.spool) as scan:
             leftovers = sorted(scan, key=lambda entry: entry.name)
         for entry in leftovers:
@@ -370,10 +369,10 @@ class ImageStore:
         if image.filtered:
             return record.model_copy(update={"moderation": "filtered"})
         stem = image_stem(prompt_index, image_index, fingerprint)
-        spool = self.spool_folder.make()
-        partial = os.path.join(spool, f"{stem}.{uuid.uuid4().hex[:8]}.part")
+        partial_name = f"{stem}.{uuid.uuid4().hex[:8]}.part"
+        partial = os.path.join(self.spool, partial_name)
         try:
-            with create_exclusive(partial) as sink:
+            with self.spool_folder.create(partial_name) as sink:
                 downloaded = self._fetch(image, sink, stem)
         except BaseException as error:
             with suppress(FileNotFoundError):
@@ -384,7 +383,7 @@ class ImageStore:
             return record.model_copy(update={"error": cap_error_text(str(error))})
         # The spool name carries the real extension, so object stores guess the Content-Type right.
         name = f"{stem}.{downloaded.image_type.extension}"
-        spooled = os.path.join(spool, name)
+        spooled = os.path.join(self.spool, name)
         os.replace(partial, spooled)
         uri = self._publish(name, local_file=spooled)
         os.remove(spooled)
@@ -499,9 +498,10 @@ class ImageStore:
         :param elapsed_seconds: The run's duration, for the totals.
         """
         self.save_records()
-        spooled = os.path.join(self.spool_folder.make(), f".{MANIFEST_NAME}.{uuid.uuid4().hex}")
+        spooled_name = f".{MANIFEST_NAME}.{uuid.uuid4().hex}"
+        spooled = os.path.join(self.spool, spooled_name)
         try:
-            with create_exclusive(spooled) as sink:
+            with self.spool_folder.create(spooled_name) as sink:
                 totals = self.ledger.write_manifest(sink, elapsed_seconds=elapsed_seconds, parameters=parameters)
             uri = self._publish(MANIFEST_NAME, local_file=spooled)
         finally:
