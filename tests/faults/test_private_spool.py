@@ -225,3 +225,23 @@ def test_a_failed_trigger_keeps_only_an_unstored_image_in_its_spool(
     assert again == {**again, "status": "success", "requests": 0}  # published from the spool, not paid again
     assert len(images_in(out)) == 2
     assert os.listdir(triggerer_spool) == []
+
+
+def test_staging_files_a_killed_upload_left_in_the_output_are_removed(
+    emulator: XaiEmulator, output_uri: str, out: Path
+) -> None:
+    folder = out / "manual__faults" / "generate"
+    (folder / "_records").mkdir(parents=True)
+    dead = [
+        folder / f".p00000-i00-0123456789ab.jpg.partial-{'a' * 32}",
+        folder / "_records" / f".p00000-0123456789ab.json.partial-{'b' * 32}",
+    ]
+    live = folder / f".p00001-i00-0123456789ab.jpg.partial-{'c' * 32}"  # another run's upload, in progress
+    for path in [*dead, live]:
+        path.write_bytes(VICTIM_BYTES[:100])
+    for path in dead:
+        os.utime(path, (1_000_000_000, 1_000_000_000))
+
+    generate(output_uri).execute(context())
+
+    assert [path.exists() for path in [*dead, live]] == [False, False, True]
