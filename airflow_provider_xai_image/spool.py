@@ -98,14 +98,13 @@ class Spool:
         :param name: The file's name.
         """
         path = os.path.join(self.path, name)
-        for attempt in range(2):
+        self.make()
+        try:
+            descriptor = os.open(path, _EXCLUSIVE_FLAGS, 0o600)
+        except FileNotFoundError:  # the empty folder was removed (a run ending) between making it and the file
             self.make()
-            try:
-                return os.fdopen(os.open(path, _EXCLUSIVE_FLAGS, 0o600), "wb")
-            except FileNotFoundError:
-                if attempt:  # the empty folder was removed (a run ending) between making it and the file
-                    raise
-        raise AssertionError("unreachable")
+            descriptor = os.open(path, _EXCLUSIVE_FLAGS, 0o600)
+        return os.fdopen(descriptor, "wb")
 
     def remove_if_empty(self) -> None:
         """Remove the folder once nothing waits in it (a billed image that is not stored yet stays)."""

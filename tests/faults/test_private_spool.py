@@ -245,3 +245,39 @@ def test_staging_files_a_killed_upload_left_in_the_output_are_removed(
     generate(output_uri).execute(context())
 
     assert [path.exists() for path in [*dead, live]] == [False, False, True]
+
+
+def test_a_spool_file_is_new_private_and_never_opened_through_a_link(spool_root: Path, victim: Path) -> None:
+    spool = Spool("file:///out/run/task")
+    folder = Path(spool.make())
+    (folder / "planted.part").symlink_to(victim)
+
+    with pytest.raises(FileExistsError):
+        spool.create("planted.part")
+    with spool.create("new.part") as sink:
+        sink.write(b"bytes")
+
+    assert victim.read_bytes() == VICTIM_BYTES
+    assert (folder / "new.part").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_spool_file_is_created_when_an_ending_run_removed_the_empty_folder_meanwhile(
+    spool_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = Spool("file:///out/run/task")
+    real_make = Spool.make
+    makes: list[str] = []
+
+    def make_then_lose_it_once(self: Spool) -> str:
+        path = real_make(self)
+        makes.append(path)
+        if len(makes) == 1:
+            self.remove_if_empty()  # another thread's run ended right after the folder was made
+        return path
+
+    monkeypatch.setattr(Spool, "make", make_then_lose_it_once)
+    with spool.create("p00000-i00-0123456789ab.1234abcd.part") as sink:
+        sink.write(b"bytes")
+
+    assert len(makes) == 2
+    assert os.listdir(spool.path) == ["p00000-i00-0123456789ab.1234abcd.part"]
