@@ -14,6 +14,9 @@ from urllib.parse import quote, quote_plus
 REDACTED = "***"
 #: JSON strings nested in JSON strings: an error message quoting a JSON body (each level escapes again).
 JSON_ESCAPE_LEVELS = 3
+#: Shorter secrets are left alone, as Airflow's log masking does (``[logging] min_length_masked_secret``):
+#: removing them would garble any text, image data included.
+MIN_SCRUBBED_CHARS = 5
 #: Longest error text kept in records and the manifest.
 MAX_STORED_ERROR_CHARS = 2000
 
@@ -31,7 +34,7 @@ class KeyScrubber:
             escaped = json.dumps(escaped)[1:-1]
             forms |= {escaped, escaped.replace("/", "\\/")}
         # Longest first: a form that contains another goes whole.
-        self._forms = sorted((form for form in forms if form), key=len, reverse=True)
+        self._forms = sorted(forms, key=len, reverse=True) if len(secret) >= MIN_SCRUBBED_CHARS else []
 
     def __call__(self, text: str) -> str:
         """``text`` without the secret."""

@@ -113,6 +113,10 @@ def test_the_scrubber_removes_every_form_and_keeps_the_rest() -> None:
     assert scrubbed.endswith("Emulated 500 error")
 
 
+def test_a_key_too_short_to_mask_is_left_alone_like_airflow_does() -> None:
+    assert KeyScrubber("xai")("a maxairplane") == "a maxairplane"
+
+
 def test_stored_error_texts_are_capped() -> None:
     record = RequestRecord(prompt_index=0, prompt="p", model="m", error="x" * 100_000)
     assert record.error is not None
