@@ -12,7 +12,7 @@ PACKAGE_NAME = "airflow-provider-xai-image"
 def get_provider_info() -> dict[str, Any]:
     """Describe the provider to Airflow's ProvidersManager (entry point ``apache_airflow_provider``)."""
     from airflow_provider_xai_image.connection import CONN_FIELDS, CONN_TYPE, UI_FIELD_BEHAVIOUR
-    from airflow_provider_xai_image.plugins.gallery_settings import CONFIG_OPTIONS, SECTION
+    from airflow_provider_xai_image.settings import CONFIG_OPTIONS, SECTION
 
     return {
         "package-name": PACKAGE_NAME,
@@ -61,7 +61,10 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "config": {
             SECTION: {
-                "description": "The xAI image provider: what the gallery in the Airflow UI may read.",
+                "description": (
+                    "The xAI image provider: where images wait on local disk, which local sources edits may "
+                    "read, and what the gallery in the Airflow UI may read."
+                ),
                 "options": CONFIG_OPTIONS,
             }
         },

@@ -23,6 +23,8 @@ JPEG = ImageType("image/jpeg", "jpg")
 PNG = ImageType("image/png", "png")
 GIF = ImageType("image/gif", "gif")
 WEBP = ImageType("image/webp", "webp")
+#: The extension of each image type: the only ones a stored image's name ends with.
+IMAGE_EXTENSIONS: tuple[str, ...] = tuple(image_type.extension for image_type in (JPEG, PNG, GIF, WEBP))
 
 _SIGNATURES: tuple[tuple[bytes, int, ImageType], ...] = (
     (b"\xff\xd8\xff", 0, JPEG),

@@ -7,6 +7,7 @@ is built, so a DAG with a wrong value fails to parse with the same message.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
@@ -60,14 +61,17 @@ SourceImages = Annotated[list[str], BeforeValidator(_one_or_list), Field(min_len
 ImagesPerPrompt = Annotated[int, BeforeValidator(_templated_int), Field(ge=1, le=MAX_IMAGES_PER_REQUEST)]
 
 
+_PROMPTS_ALLOWED = "a non-blank string or a non-empty list of non-blank strings"
+
+
 class TaskParameters(BaseModel):
     """Every operator parameter that is checked before a request; each is optional, so an operator
     checks only its own."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    prompt: Prompts | None = None
-    prompts: Prompts | None = None
+    prompt: Prompts | None = Field(default=None, description=_PROMPTS_ALLOWED)
+    prompts: Prompts | None = Field(default=None, description=_PROMPTS_ALLOWED)
     output_uri: str | None = None
     source_images: SourceImages | None = None
     n: ImagesPerPrompt | None = None
@@ -89,8 +93,18 @@ class TaskParameters(BaseModel):
         return [_check_storage_uri(uri, sources=True) for uri in value]
 
     @classmethod
-    def check(cls, **values: Any) -> TaskParameters:
-        """Validate ``values``; raise :class:`XaiRequestValidationError` naming each bad parameter."""
+    def check(cls, required: Collection[str] = (), **values: Any) -> TaskParameters:
+        """Validate ``values``; raise :class:`XaiRequestValidationError` naming each bad parameter.
+
+        :param required: Names of ``values`` that must not be None (others are not checked when None).
+        :param values: Parameters by name.
+        """
+        missing = [name for name in required if values.get(name) is None]
+        if missing:
+            raise XaiRequestValidationError(
+                "Invalid operator parameter: "
+                + "; ".join(f"{name}: is required, {cls.model_fields[name].description} (got None)" for name in missing)
+            )
         try:
             return cls(**{name: value for name, value in values.items() if value is not None})
         except ValidationError as error:

@@ -23,13 +23,14 @@ import tempfile
 import threading
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import IO, Any, Literal
+from typing import IO, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import to_json
 
 from airflow_provider_xai_image.exceptions import XaiContentFilteredError
 from airflow_provider_xai_image.models import USD_TICKS_PER_USD, ImageRequest
+from airflow_provider_xai_image.redaction import cap_error_text
 
 #: Hex digits of a fingerprint (also part of each image's name).
 FINGERPRINT_CHARS = 12
@@ -48,6 +49,10 @@ def batch_fingerprint(batch_ids: Sequence[str]) -> str:
     return hashlib.sha256(",".join(batch_ids).encode()).hexdigest()[:FINGERPRINT_CHARS]
 
 
+#: An error text as records and the manifest keep it: capped (it may quote a remote answer at length).
+StoredErrorText = Annotated[str | None, AfterValidator(cap_error_text)]
+
+
 class ImageRecord(BaseModel):
     """One image slot: where it is and how it came to be, or why it is missing (``error``)."""
 
@@ -62,7 +67,7 @@ class ImageRecord(BaseModel):
     sha256: str | None = None
     cost_usd_ticks: int = 0
     moderation: Literal["passed", "filtered"] = "passed"
-    error: str | None = None
+    error: StoredErrorText = None
 
     @property
     def done(self) -> bool:
@@ -85,7 +90,7 @@ class RequestRecord(BaseModel):
     #: Estimated cost of requests that failed after possibly reaching xAI (it may have billed them).
     possibly_billed_usd_ticks: int = 0
     images: list[ImageRecord] = Field(default_factory=list)
-    error: str | None = None
+    error: StoredErrorText = None
     #: Some images were recovered from storage after a crash lost their record.
     recovered: bool = False
 

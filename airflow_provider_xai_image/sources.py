@@ -1,17 +1,28 @@
-"""Reading the source images of an edit into the data URIs xAI accepts, checked before any request."""
+"""Reading the source images of an edit into the data URIs xAI accepts, checked before any request.
+
+A local source (``file://``) is read with the worker's (or triggerer's) own rights: a deployment whose
+DAGs take sources from ``dag_run.conf`` restricts them to some folders with ``[xai_image]
+allowed_local_source_roots`` (comma-separated; empty allows any). The path is resolved first (``..``
+and symbolic links followed), so no source reaches outside those folders.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import io
+import os
 from collections.abc import Sequence
 
 from airflow.sdk import ObjectStoragePath
+from fsspec.implementations.local import LocalFileSystem
 
 from airflow_provider_xai_image.exceptions import XaiImageError, XaiSourceImageError
 from airflow_provider_xai_image.image_types import verify_stream
 from airflow_provider_xai_image.models import MAX_SOURCE_IMAGE_BYTES, SOURCE_IMAGE_TYPES
+from airflow_provider_xai_image.settings import SECTION, allowed_local_source_roots
+
+#: Folders local sources must be in (comma-separated; empty: anywhere the process can read).
 
 
 def read_source_images(sources: Sequence[str]) -> tuple[str, ...]:
@@ -33,12 +44,16 @@ def _read(position: int, source: str) -> str:
             decoded = io.BytesIO(base64.b64decode(source.partition(",")[2], validate=True))
             image = verify_stream(decoded, buffer, name, MAX_SOURCE_IMAGE_BYTES)
         else:
-            with ObjectStoragePath(source).open("rb") as stream:
+            path = ObjectStoragePath(source)
+            local = isinstance(path.fs, LocalFileSystem)
+            with open(allowed_local_path(name, path.path), "rb") if local else path.open("rb") as stream:
                 image = verify_stream(stream, buffer, name, MAX_SOURCE_IMAGE_BYTES)
     except FileNotFoundError:
         raise XaiSourceImageError(f"{name} does not exist") from None
     except binascii.Error:
         raise XaiSourceImageError(f"{name} is not valid base64") from None
+    except XaiSourceImageError:
+        raise
     except XaiImageError as error:
         raise XaiSourceImageError(f"{error} (xAI takes PNG, JPEG or WebP of at most 10 MiB)") from None
     if image.image_type.mime_type not in SOURCE_IMAGE_TYPES:
@@ -46,3 +61,20 @@ def _read(position: int, source: str) -> str:
             f"{name} is {image.image_type.mime_type}; xAI takes only {', '.join(SOURCE_IMAGE_TYPES)}"
         )
     return f"data:{image.image_type.mime_type};base64,{base64.b64encode(buffer.getvalue()).decode()}"
+
+
+def allowed_local_path(name: str, path: str) -> str:
+    """A local source's path resolved (``..``, links), to be read as is; refused outside the allowed folders.
+
+    :param name: The source as errors name it.
+    :param path: Its local path.
+    :raises XaiSourceImageError: naming the source and the allowed folders.
+    """
+    resolved = os.path.realpath(path)
+    roots = allowed_local_source_roots()
+    if roots and not any(os.path.commonpath([resolved, root]) == root for root in roots):
+        raise XaiSourceImageError(
+            f"{name} is outside the folders local sources may be read from "
+            f"([{SECTION}] allowed_local_source_roots: {', '.join(roots)})"
+        )
+    return resolved

@@ -14,10 +14,12 @@ moderation, errors); they are saved a few requests at a time and always when a t
 a :class:`~airflow_provider_xai_image.records.RecordLedger` on local disk from which ``manifest.json``
 is streamed at the end: the task holds nothing per image.
 
-Every image goes through a spool folder on local disk first (one folder per task instance), and is
-verified whole there before it is published. A billed image stays in the spool until it is stored:
-publishing retries transient storage errors for up to a minute, and a later try on the same machine
-publishes what is left in the spool before asking xAI for anything.
+Every image goes through a private spool folder on local disk first (one folder per task instance,
+see :mod:`~airflow_provider_xai_image.spool`), and is verified whole there before it is published. A
+billed image stays in the spool until it is stored: publishing retries transient storage errors for up
+to a minute, and a later try on the same machine publishes the whole images left in the spool before
+asking xAI for anything. The spool folder is removed once empty, wherever it was made (worker or
+triggerer).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from airflow_provider_xai_image.exceptions import (
     XaiStorageConfigError,
     XaiStorageError,
 )
-from airflow_provider_xai_image.image_types import ImageWriter, VerifiedImage, verify_stream
+from airflow_provider_xai_image.image_types import IMAGE_EXTENSIONS, ImageWriter, VerifiedImage, verify_stream
 from airflow_provider_xai_image.models import GeneratedImage, ImageGenerationResult
 from airflow_provider_xai_image.records import (
     FINGERPRINT_CHARS,
@@ -60,6 +62,8 @@ from airflow_provider_xai_image.records import (
     RequestRecord,
     TaskInstanceId,
 )
+from airflow_provider_xai_image.redaction import cap_error_text
+from airflow_provider_xai_image.spool import Spool
 
 if TYPE_CHECKING:
     from airflow_provider_xai_image.hooks.xai import XaiHook
@@ -75,12 +79,15 @@ RECORDS_READ_CONCURRENCY = 16
 _PLACE_BITS = 20
 #: How long publishing retries a storage error before the task fails (the image stays spooled).
 PUBLISH_RETRY_SECONDS = 60.0
-#: Where spool folders live (one per task instance).
-SPOOL_ROOT = os.path.join(tempfile.gettempdir(), "airflow-xai-spool")
+#: A local staging file untouched this long was left by a killed upload.
+STAGING_DEAD_SECONDS = 60.0
 _SAFE_SEGMENT = re.compile(r"[^A-Za-z0-9._-]")
 _IMAGE_NAME = re.compile(
-    rf"^p(?P<prompt>\d{{5}})-i(?P<image>\d{{2}})-(?P<fingerprint>[0-9a-f]{{{FINGERPRINT_CHARS}}})\.[a-z]+$"
+    rf"^p(?P<prompt>\d{{5}})-i(?P<image>\d{{2}})-(?P<fingerprint>[0-9a-f]{{{FINGERPRINT_CHARS}}})"
+    rf"\.(?P<extension>{'|'.join(IMAGE_EXTENSIONS)})$"
 )
+#: What publishing to a local file system stages beside an object (left behind when a worker is killed).
+_STAGING_NAME = re.compile(r"^\..+\.partial-[0-9a-f]{32}$")
 #: Storage errors a retry cannot fix.
 _PERMANENT_STORAGE_ERRORS = (FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError)
 
@@ -227,7 +234,9 @@ class ImageStore:
         self._fs = folder.fs
         self._path = folder.path.rstrip("/")
         self._uri = str(folder).rstrip("/")
-        self.spool = os.path.join(SPOOL_ROOT, hashlib.sha256(self._uri.encode()).hexdigest()[:16])
+        #: The task instance's spool folder on this machine.
+        self.spool_folder = Spool(self._uri)
+        self.spool = self.spool_folder.path
         self._unsaved: list[RequestRecord] = []
         self._ledger: RecordLedger | None = None
         self._records_objects_read = 0
@@ -238,7 +247,14 @@ class ImageStore:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.save_records()
+        try:
+            self.save_records()
+        finally:
+            self.remove_spool_if_empty()
+
+    def remove_spool_if_empty(self) -> None:
+        """Remove the spool folder when nothing waits in it (a billed image not stored yet keeps it)."""
+        self.spool_folder.remove_if_empty()
 
     def _publish(self, name: str, *, local_file: str | None = None, data: bytes | None = None) -> str:
         """Publish ``name`` (relative to the folder); return its URI. The error names the upload."""
@@ -254,17 +270,55 @@ class ImageStore:
     # -- before the first paid request ------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Check the output location, then publish what an earlier try left in the spool (billed images
-        whose upload failed); cut leftovers of a killed try are removed."""
+        """Check the output location, then publish what an earlier try left in the spool: only regular
+        files that are whole images under an image name (billed images whose upload failed). Anything else
+        there (a download cut by a kill, a link, a file that is no whole image) is removed unpublished, and
+        so are staging files a killed upload left in a local output folder.
+
+        :raises XaiStorageConfigError: the output location cannot be used, or the spool is not private.
+        """
         check_output_location(self.folder)
-        if not os.path.isdir(self.spool):
+        self._remove_dead_staging_files()
+        self.spool_folder.make()  # before anything is paid for: a spool that is not private is refused now
+        with os.scandir(self.spool) as scan:
+            leftovers = sorted(scan, key=lambda entry: entry.name)
+        for entry in leftovers:
+            if self._is_whole_spooled_image(entry):
+                self._publish(entry.name, local_file=entry.path)
+                self.hook.log.info("Published %s, spooled by an earlier try", entry.name)
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.remove(entry.path)
+        self.remove_spool_if_empty()
+
+    def _is_whole_spooled_image(self, entry: os.DirEntry[str]) -> bool:
+        match = _IMAGE_NAME.match(entry.name)
+        if match is None or not entry.is_file(follow_symlinks=False):
+            self.hook.log.info("Removing %s from the spool: not an image an earlier try stored", entry.name)
+            return False
+        try:
+            spooled = os.fdopen(os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW), "rb")
+            with spooled as stream, open(os.devnull, "wb") as sink:
+                image = verify_stream(stream, sink, f"spooled {entry.name}")
+            if image.image_type.extension != match["extension"]:
+                raise XaiImageError(f"spooled {entry.name} is a {image.image_type.extension} image")
+        except (OSError, XaiImageError) as error:
+            self.hook.log.warning("Removing %s from the spool unpublished: %s", entry.name, error)
+            return False
+        return True
+
+    def _remove_dead_staging_files(self) -> None:
+        """Remove what a killed upload staged in a local output folder (untouched for a while: a live
+        upload of another run writes to its own)."""
+        if not isinstance(self._fs, LocalFileSystem):
             return
-        for name in sorted(os.listdir(self.spool)):
-            path = os.path.join(self.spool, name)
-            if _IMAGE_NAME.match(name):
-                self._publish(name, local_file=path)
-                self.hook.log.info("Published %s, spooled by an earlier try", name)
-            os.remove(path)
+        dead_before = time.time() - STAGING_DEAD_SECONDS
+        for folder in (self._path, f"{self._path}/{RECORDS_DIR}"):
+            with suppress(FileNotFoundError, NotADirectoryError), os.scandir(folder) as scan:
+                for entry in scan:
+                    if _STAGING_NAME.match(entry.name) and entry.stat(follow_symlinks=False).st_mtime < dead_before:
+                        os.remove(entry.path)
 
     # -- storing -------------------------------------------------------------------------------------
 
@@ -360,18 +414,18 @@ class ImageStore:
         if image.filtered:
             return record.model_copy(update={"moderation": "filtered"})
         stem = image_stem(prompt_index, image_index, fingerprint)
-        os.makedirs(self.spool, exist_ok=True)
-        partial = os.path.join(self.spool, f"{stem}.part")
+        partial_name = f"{stem}.{uuid.uuid4().hex[:8]}.part"
+        partial = os.path.join(self.spool, partial_name)
         try:
-            with open(partial, "w+b") as spool:
-                downloaded = self._fetch(image, spool, stem)
+            with self.spool_folder.create(partial_name) as sink:
+                downloaded = self._fetch(image, sink, stem)
         except BaseException as error:
             with suppress(FileNotFoundError):
                 os.remove(partial)
             if not isinstance(error, XaiImageError | XaiApiError):
                 raise
             self.hook.log.error("Image %d of prompt %d is not stored: %s", image_index, prompt_index, error)
-            return record.model_copy(update={"error": str(error)})
+            return record.model_copy(update={"error": cap_error_text(str(error))})
         # The spool name carries the real extension, so object stores guess the Content-Type right.
         name = f"{stem}.{downloaded.image_type.extension}"
         spooled = os.path.join(self.spool, name)
@@ -492,14 +546,18 @@ class ImageStore:
         :param elapsed_seconds: The run's duration, for the totals.
         """
         self.save_records()
-        os.makedirs(self.spool, exist_ok=True)
-        spooled = os.path.join(self.spool, f".{MANIFEST_NAME}.{uuid.uuid4().hex}")
-        with open(spooled, "wb") as sink:
-            totals = self.ledger.write_manifest(
-                sink, task_instance=task_instance, elapsed_seconds=elapsed_seconds, parameters=parameters
-            )
-        uri = self._publish(MANIFEST_NAME, local_file=spooled)
-        shutil.rmtree(self.spool, ignore_errors=True)
+        spooled_name = f".{MANIFEST_NAME}.{uuid.uuid4().hex}"
+        spooled = os.path.join(self.spool, spooled_name)
+        try:
+            with self.spool_folder.create(spooled_name) as sink:
+                totals = self.ledger.write_manifest(
+                    sink, task_instance=task_instance, elapsed_seconds=elapsed_seconds, parameters=parameters
+                )
+            uri = self._publish(MANIFEST_NAME, local_file=spooled)
+        finally:
+            with suppress(FileNotFoundError):
+                os.remove(spooled)
+            self.remove_spool_if_empty()
         return uri, totals
 
     def image_uris(self) -> list[str]:

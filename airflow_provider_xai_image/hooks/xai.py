@@ -52,6 +52,7 @@ from airflow_provider_xai_image.models import (
     parse_batch_results_page,
     parse_image_response,
 )
+from airflow_provider_xai_image.redaction import KeyScrubber
 from airflow_provider_xai_image.retry import retry_policy
 
 if TYPE_CHECKING:
@@ -261,6 +262,11 @@ class XaiHook(BaseHook):
         return f"{self.settings.base_url}/{path}"
 
     @cached_property
+    def _scrub_key(self) -> KeyScrubber:
+        """Removes the key from an answer's text before anything (error, record, log) is derived from it."""
+        return KeyScrubber(self.settings.api_key.get_secret_value())
+
+    @cached_property
     def _session(self) -> requests.Session:
         return _pooled_session(self._headers())
 
@@ -319,7 +325,8 @@ class XaiHook(BaseHook):
                 except requests.RequestException as error:
                     raise transport_failure(method, path, error, paid=paid) from None
                 retry_after = response.headers.get("Retry-After")
-                return read_response(method, path, response.status_code, response.text, retry_after, paid=paid)
+                body = self._scrub_key(response.text)
+                return read_response(method, path, response.status_code, body, retry_after, paid=paid)
         raise AssertionError("unreachable: tenacity reraises the last error")
 
     # -- API -----------------------------------------------------------------------------------------
@@ -463,8 +470,9 @@ class XaiHook(BaseHook):
                 if response.status_code in (403, 404, 410):
                     raise XaiImageError(f"temporary image URL {name} is expired or gone (HTTP {response.status_code})")
                 if response.status_code >= 400:
+                    body = self._scrub_key(response.text)
                     raise error_from_response(
-                        "GET", name, response.status_code, response.text, response.headers.get("Retry-After")
+                        "GET", name, response.status_code, body, response.headers.get("Retry-After")
                     )
                 for chunk in response.iter_content(DOWNLOAD_CHUNK_BYTES):
                     writer.write(chunk)
@@ -572,7 +580,8 @@ class XaiHook(BaseHook):
                 except httpx.HTTPError as error:
                     raise transport_failure(method, path, error, paid=paid) from None
                 retry_after = response.headers.get("Retry-After")
-                return read_response(method, path, response.status_code, response.text, retry_after, paid=paid)
+                body = self._scrub_key(response.text)
+                return read_response(method, path, response.status_code, body, retry_after, paid=paid)
         raise AssertionError("unreachable: tenacity reraises the last error")
 
     async def acheck_api_key(self, client: httpx.AsyncClient) -> None:

@@ -389,7 +389,7 @@ class XaiBatchGenerateImagesOperator(XaiImageRequestOperator):
 
     def execute(self, context: Context) -> Any:
         with failing_without_retry(self.log):
-            prompts = list(TaskParameters.check(prompts=self.prompts).prompts or [])
+            prompts = list(TaskParameters.check(required=("prompts",), prompts=self.prompts).prompts or [])
             requests = self.build_requests(prompts)
             if self.response_format == "url":
                 self.log.warning(
@@ -495,7 +495,7 @@ class XaiBatchGenerateImagesOperator(XaiImageRequestOperator):
     def store(self, context: Context, batches: list[Batch]) -> list[str]:
         started = time.monotonic()
         store = self.image_store(context)
-        prompts = list(TaskParameters.check(prompts=self.prompts).prompts or [])
+        prompts = list(TaskParameters.check(required=("prompts",), prompts=self.prompts).prompts or [])
         store_batch_results(self.hook, store, batches, prompts, self.max_concurrency)
         return self.finish(context, store, time.monotonic() - started)
 

@@ -107,7 +107,7 @@ class XaiGenerateImagesOperator(XaiImageRequestOperator):
     @property
     def prompts(self) -> list[str]:
         """The prompts, checked: a string or a non-empty list of non-blank strings (the list itself, not a copy)."""
-        TaskParameters.check(prompt=self.prompt)
+        TaskParameters.check(required=("prompt",), prompt=self.prompt)
         return [self.prompt] if isinstance(self.prompt, str) else self.prompt
 
     def parameters(self) -> dict[str, Any]:

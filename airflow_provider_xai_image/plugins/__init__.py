@@ -7,6 +7,5 @@
   its own) and images;
 * :mod:`~airflow_provider_xai_image.plugins.manifest_index`: a manifest streamed into an index on local
   disk, and the cache of the last few;
-* :mod:`~airflow_provider_xai_image.plugins.gallery_settings`: the ``[xai_image]`` settings of the gallery;
 * :mod:`~airflow_provider_xai_image.plugins.gallery_page`: the HTML page.
 """

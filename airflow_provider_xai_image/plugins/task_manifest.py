@@ -31,9 +31,9 @@ from airflow.models.xcom import XComModel
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_xai_image.image_types import HEADER_BYTES, ImageType, sniff_image_type
-from airflow_provider_xai_image.plugins.gallery_settings import allowed_roots, max_manifest_bytes
 from airflow_provider_xai_image.plugins.manifest_index import ManifestCache, ManifestError, ManifestIndex
 from airflow_provider_xai_image.records import TaskInstanceId
+from airflow_provider_xai_image.settings import allowed_roots, max_manifest_bytes
 from airflow_provider_xai_image.storage import MANIFEST_NAME, task_output_path
 
 if TYPE_CHECKING:

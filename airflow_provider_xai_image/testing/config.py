@@ -104,6 +104,15 @@ class EmulatorConfig(BaseModel):
         description="Batch creations allowed per second (429 past it); None: no limit.",
     )
 
+    echo_authorization: bool = Field(
+        default=False,
+        description="Scripted error statuses quote the request's Authorization header in their message, raw, "
+        "URL-encoded and JSON-escaped (as a careless proxy's error page might).",
+    )
+    status_script_images_only: bool = Field(
+        default=False, description="Scripted statuses go to generate/edit calls only; other calls are served."
+    )
+
     # One-shot faults, consumed by the next /v1 calls (or image downloads) in order.
     status_script: list[int] = Field(
         default_factory=list, description="Statuses (429, 5xx, ...) returned by the next /v1 calls, in order."

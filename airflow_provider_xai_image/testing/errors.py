@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from urllib.parse import quote
 
 #: The ``code`` text xAI sends with each status (gRPC status descriptions).
 STATUS_CODES: dict[int, str] = {
@@ -29,6 +31,11 @@ class ApiError(Exception):
         self.status = status
         self.message = message
         self.retry_after = None if retry_after is None else max(0, math.ceil(retry_after))
+
+    def quoting(self, header: str) -> ApiError:
+        """This error with an ``Authorization`` header quoted in its message: raw, URL-encoded, JSON-escaped."""
+        forms = f"{header} (url-encoded: {quote(header, safe='')}; json: {json.dumps(header)})"
+        return ApiError(self.status, f"{self.message} The request had Authorization: {forms}", self.retry_after)
 
     @property
     def code(self) -> str:

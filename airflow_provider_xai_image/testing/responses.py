@@ -241,12 +241,14 @@ class EmulatorApp:
         delay = self.backend.latency()
         if delay:
             time.sleep(delay)
-        fault = self.backend.take_api_fault()
+        fault = self.backend.take_api_fault(image_call=handler in (self._generate, self._edit))
         if fault == "reset_connection":
             return None
         if fault == "invalid_json":
             return Response(INVALID_JSON_BODY, status=200, mimetype="application/json")
         if isinstance(fault, ApiError):
+            if self.backend.config.echo_authorization:
+                raise fault.quoting(request.headers.get("Authorization", ""))
             raise fault
         self._authenticate(request)
         return handler(request, payload, **args)

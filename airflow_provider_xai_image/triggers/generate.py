@@ -116,6 +116,15 @@ class XaiGenerateImagesTrigger(BaseTrigger):
         # Storage is built in a thread: an fsspec filesystem built inside the running event loop (s3fs
         # is set up with asyncio.run) would silently lose the Airflow connection's settings.
         store = await blocking(lambda: ImageStore(ObjectStoragePath(self.folder), hook))
+        try:
+            return await self._run_requests(hook, store, blocking)
+        finally:
+            # The worker that finishes the task is elsewhere: this machine's spool folder goes now.
+            await blocking(store.remove_spool_if_empty)
+
+    async def _run_requests(
+        self, hook: XaiHook, store: ImageStore, blocking: Callable[..., asyncio.Future[Any]]
+    ) -> int:
         sources = await blocking(read_source_images, self.source_images) if self.source_images else None
         requests = {index: ImageRequest.build(**body, source_images=sources) for index, body in self.requests.items()}
         run = GenerationRun(

@@ -9,6 +9,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -428,6 +429,28 @@ def test_status_script_answers_the_next_calls_in_order(xai_emulator: XaiEmulator
     assert first.json()["error"]
     assert xai_emulator.config.status_script == []
     assert xai_emulator.images_billed == 1
+
+
+def test_status_script_can_spare_calls_other_than_image_calls(xai_emulator: XaiEmulator) -> None:
+    xai_emulator.configure(status_script=[500], status_script_images_only=True)
+
+    assert call(xai_emulator, "GET", "api-key").status_code == 200
+    assert call(xai_emulator, "GET", "image-generation-models").status_code == 200
+    assert [generate(xai_emulator).status_code for _ in range(2)] == [500, 200]
+
+
+def test_scripted_errors_can_quote_the_authorization_header(xai_emulator: XaiEmulator) -> None:
+    key = 'xai-odd"key/with+chars'
+    with XaiEmulator(api_key=key, echo_authorization=True) as emulator:
+        emulator.configure(status_script=[502])
+        quoting = generate(emulator)
+    xai_emulator.configure(status_script=[502])
+    plain = generate(xai_emulator)
+
+    header = f"Bearer {key}"
+    for form in (header, quote(header, safe=""), json.dumps(header)):
+        assert form in quoting.json()["error"]
+    assert xai_emulator.api_key not in plain.text  # not unless asked to
 
 
 def test_status_script_429_can_omit_retry_after(xai_emulator: XaiEmulator) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 from fault_support import context
+from PIL import Image
 
 from airflow_provider_xai_image.exceptions import XaiRequestValidationError, XaiSourceImageError
 from airflow_provider_xai_image.operators.batch import XaiBatchGenerateImagesOperator
@@ -29,6 +30,7 @@ def big_jpeg(path: Path) -> str:
 
 
 EXECUTE_TIME = [
+    ({"prompt": None}, "prompt"),
     ({"prompt": {"a": "b"}}, "prompt"),
     ({"prompt": []}, "prompt"),
     ({"prompt": ["fine", 3]}, "prompt.1"),
@@ -91,8 +93,49 @@ def test_a_source_image_xai_does_not_take_is_named_by_position_and_uri(
     assert emulator.requests_log == []
 
 
-def test_batch_prompts_are_checked_before_any_request(emulator: XaiEmulator, output_uri: str) -> None:
-    operator = XaiBatchGenerateImagesOperator(task_id="submit", prompts=[], output_uri=output_uri, quality="high")
+@pytest.mark.parametrize("prompts", [[], None], ids=["empty", "None"])
+def test_batch_prompts_are_checked_before_any_request(
+    emulator: XaiEmulator, output_uri: str, prompts: list[str] | None
+) -> None:
+    operator = XaiBatchGenerateImagesOperator(task_id="submit", prompts=prompts, output_uri=output_uri)  # type: ignore[arg-type]
     with pytest.raises(AirflowFailException, match="prompts:"):
         operator.execute(context("submit"))
     assert emulator.requests_log == []
+
+
+def jpeg_file(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (16, 16), (200, 40, 40)).save(path, format="JPEG")
+    return path
+
+
+def test_local_sources_outside_the_allowed_folders_are_refused_before_any_request(
+    emulator: XaiEmulator, output_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    allowed = tmp_path / "sources"
+    inside = jpeg_file(allowed / "ok.jpg")
+    private = jpeg_file(tmp_path / "private" / "secret.jpg")
+    jpeg_file(tmp_path / "sources-evil" / "a.jpg")
+    (allowed / "link.jpg").symlink_to(private)
+    monkeypatch.setenv("AIRFLOW__XAI_IMAGE__ALLOWED_LOCAL_SOURCE_ROOTS", f" {allowed} , /nonexistent")
+    outside = [
+        f"file://{private}",
+        f"file://{allowed}/../private/secret.jpg",
+        f"file://{allowed}/link.jpg",
+        f"file://{tmp_path}/sources-evil/a.jpg",
+    ]
+    for source in outside:
+        operator = XaiGenerateImagesOperator(
+            task_id="generate", prompt="sketch it", output_uri=output_uri, source_images=[f"file://{inside}", source]
+        )
+        with pytest.raises(AirflowFailException) as raised:
+            operator.execute(context())
+        assert isinstance(raised.value.__cause__, XaiSourceImageError)
+        assert "source_images[1]" in str(raised.value)
+        assert f"[xai_image] allowed_local_source_roots: {allowed}, /nonexistent" in str(raised.value)
+    assert emulator.requests_log == []
+
+    operator = XaiGenerateImagesOperator(
+        task_id="generate", prompt="sketch it", output_uri=output_uri, source_images=f"file://{inside}"
+    )
+    assert len(operator.execute(context())) == 1  # inside the allowed folder: read and sent

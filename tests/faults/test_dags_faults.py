@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from fault_support import conn_json, generation_posts, write_dag
 
+from airflow_provider_xai_image.image_types import verify_stream
 from airflow_provider_xai_image.testing import XaiEmulator
 
 pytestmark = pytest.mark.dag
@@ -123,16 +124,8 @@ def test_a_worker_killed_mid_run_then_rerun_pays_only_for_what_was_in_flight(
 
     path = dag_file(tmp_path, f"xai_killed_{storage}")
     env = env_for(xai_emulator, output, prompts)
-    # `airflow dags test` in its own process group, SIGKILLed once a few requests were answered.
-    cmd = [*_airflow(), "dags", "test", path.stem]
-    proc = subprocess.Popen(
-        cmd,
-        env=dag_runner._subprocess_env(path.parent, env),
-        cwd=dag_runner.airflow_home,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    # SIGKILLed once a few requests were answered.
+    proc = start_dag_test(dag_runner, path, env)
     deadline = time.monotonic() + 120
     while generation_posts(xai_emulator) < 5 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -158,6 +151,54 @@ def test_a_worker_killed_mid_run_then_rerun_pays_only_for_what_was_in_flight(
         manifest = json.loads(Path(manifest_uri.removeprefix("file://")).read_text())
     assert len(stored_images()) == prompts  # each image stored once
     assert sorted(image["prompt_index"] for image in manifest["images"]) == list(range(prompts))
+
+
+def start_dag_test(dag_runner: Any, path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`airflow dags test` of the DAG file at ``path``, in its own process group (to be killed whole)."""
+    return subprocess.Popen(
+        [*_airflow(), "dags", "test", path.stem],
+        env=dag_runner._subprocess_env(path.parent, env),
+        cwd=dag_runner.airflow_home,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def test_a_worker_killed_mid_download_leaves_no_partial_file_in_the_output(
+    dag_runner: Any, tmp_path: Path, xai_emulator: XaiEmulator
+) -> None:
+    out, spool = tmp_path / "out", tmp_path / "spool"
+    path = dag_file(tmp_path, "xai_killed_downloading")
+    env = {**env_for(xai_emulator, f"file://{out}", 2), "AIRFLOW__XAI_IMAGE__SPOOL_DIR": str(spool)}
+    xai_emulator.configure(slow_image_bytes_per_second=2048)  # each image takes about ten seconds to arrive
+    proc = start_dag_test(dag_runner, path, env)
+    deadline = time.monotonic() + 120
+
+    def downloading() -> list[Path]:
+        return list(spool.rglob("*.part")) if spool.exists() else []
+
+    while not downloading() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(1.0)  # a part of the image is in
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert downloading(), "the kill must land mid-download"
+    xai_emulator.configure(slow_image_bytes_per_second=None)
+
+    (run,) = [row for row in dag_runner._runs(path.stem)]
+    result = dag_runner.run_task(path.stem, "generate", run["run_id"], env=env, dags_folder=path.parent, check=False)
+
+    assert result.ti("generate").state == "success", result.describe()
+    assert len(result.xcom("generate")) == 2
+    stored = [item for item in out.rglob("*") if item.is_file()]
+    assert not [item.name for item in stored if ".part" in item.name]  # neither a cut download nor a staging file
+    images = [item for item in stored if item.suffix == ".jpg"]
+    assert len(images) == 2
+    for image in images:
+        with image.open("rb") as stream, open(os.devnull, "wb") as sink:
+            verify_stream(stream, sink, image.name)  # each one whole
+    assert list(spool.iterdir()) == []  # the retry's spool folder went with its manifest
 
 
 def _airflow() -> list[str]:

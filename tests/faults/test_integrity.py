@@ -22,6 +22,7 @@ from airflow_provider_xai_image.exceptions import (
     XaiStorageConfigError,
 )
 from airflow_provider_xai_image.operators.generate import XaiGenerateImagesOperator
+from airflow_provider_xai_image.spool import Spool
 from airflow_provider_xai_image.storage import ImageStore, task_output_path
 from airflow_provider_xai_image.testing import XaiEmulator
 
@@ -174,21 +175,20 @@ def test_a_possibly_billed_request_counts_in_the_manifest_and_the_budget(
 # --------------------------------------------------------------------------- the spool
 
 
-def spool_of(output_uri: str, run_id: str = "manual__faults") -> str:
+def spool_of(output_uri: str, run_id: str = "manual__faults") -> Spool:
     folder = task_output_path(output_uri, run_id, "generate", -1)
-    return ImageStore(folder, hook=None).spool  # type: ignore[arg-type]
+    return ImageStore(folder, hook=None).spool_folder  # type: ignore[arg-type]
 
 
 def test_a_normal_run_leaves_no_spool(emulator: XaiEmulator, output_uri: str) -> None:
     generate(output_uri, prompt=["a", "b"]).execute(context())
-    assert not os.path.exists(spool_of(output_uri))
+    assert not os.path.exists(spool_of(output_uri).path)
 
 
 def test_a_later_try_publishes_what_a_killed_try_left_in_the_spool(emulator: XaiEmulator, output_uri: str) -> None:
     first = generate(output_uri).execute(context())
     image = Path(first[0].removeprefix("file://"))
-    spool = Path(spool_of(output_uri))
-    spool.mkdir(parents=True)
+    spool = Path(spool_of(output_uri).make())
     (spool / image.name).write_bytes(image.read_bytes())  # billed, spooled, upload never finished
     (spool / "p00000-i01-000000000000.part").write_bytes(b"\xff\xd8\xff half")  # a download cut by the kill
     image.unlink()

@@ -14,14 +14,14 @@ import jsonschema
 import pytest
 
 from airflow_provider_xai_image import get_provider_info
-from airflow_provider_xai_image.plugins.gallery_settings import (
+from airflow_provider_xai_image.plugins.manifest_index import ManifestCache, ManifestError, ManifestIndex
+from airflow_provider_xai_image.records import TaskInstanceId
+from airflow_provider_xai_image.settings import (
     CONFIG_OPTIONS,
     DEFAULT_MAX_MANIFEST_MIB,
     allowed_roots,
     max_manifest_bytes,
 )
-from airflow_provider_xai_image.plugins.manifest_index import ManifestCache, ManifestError, ManifestIndex
-from airflow_provider_xai_image.records import TaskInstanceId
 
 FOLDER = "s3://aws_default@bucket/images/run/task"
 OWNER = {"dag_id": "d", "run_id": "r", "task_id": "t", "map_index": 2}

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from airflow.providers.common.compat.sdk import redact
@@ -299,3 +300,64 @@ async def test_the_key_is_registered_with_the_secrets_masker_by_a_trigger_too(
     await hook.aload_settings()  # how triggers read the connection
 
     assert redact(f"key={key}") == "key=***"
+
+
+# -- answers that quote the key ----------------------------------------------------------------------
+
+
+class _EchoingProxy(BaseHTTPRequestHandler):
+    """A careless proxy: answers every request 502 with an HTML page quoting its Authorization header."""
+
+    def _echo(self) -> None:
+        header = self.headers.get("Authorization", "")
+        body = f"<html><pre>Authorization: {header}\nencoded: {quote(header, safe='')}</pre></html>".encode()
+        self.send_response(502)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _echo
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def echoing_proxy() -> Iterator[str]:
+    """The base URL of an :class:`_EchoingProxy` on loopback."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoingProxy)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+async def test_an_html_error_page_quoting_the_key_is_scrubbed_sync_and_async(
+    echoing_proxy: str,
+    monkeypatch: pytest.MonkeyPatch,
+    hook_logs: list[dict[str, Any]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    key = "xai-proxied/key+with&odd=chars"
+    conn = {"conn_type": "xai", "password": key, "host": echoing_proxy, "extra": {"max_retries": 1}}
+    monkeypatch.setenv("AIRFLOW_CONN_XAI_PROXIED", json.dumps(conn))
+    hook = XaiHook(xai_conn_id="xai_proxied")
+
+    with pytest.raises(XaiServerError) as sync_error:
+        hook.generate_images("a cat")
+    async with hook.async_client() as client:
+        with pytest.raises(XaiServerError) as async_error:
+            await hook.acall(client, "GET", "api-key")
+
+    errors = [sync_error.value, async_error.value]
+    for error in errors:
+        assert "Authorization: Bearer ***" in error.detail  # the page reached the error, scrubbed
+    text = all_text(hook_logs, caplog, *(f"{error!s} {error!r} {error.detail}" for error in errors))
+    assert "retry 1 of 1" in text  # the free call's retry was logged with the page's text
+    for form in (key, quote(key, safe=""), quote(key)):
+        assert form not in text
