@@ -11,7 +11,7 @@ COMPAT_BIN := $(COMPAT_VENV)/bin
 COMPAT_STAMP := $(COMPAT_VENV)/.installed
 COMPAT_AS_OF := 2025-10-27
 
-.PHONY: install test test-compat lint demo bench clean
+.PHONY: install browser test test-compat lint demo bench clean
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,15 @@ $(STAMP): pyproject.toml | $(BIN)/uv
 
 install: $(STAMP)
 
-test: $(STAMP)
+# The browser tests (gallery, review form) drive Debian's Chromium through the `playwright` package (dev
+# extra, which downloads no browser of its own). Installed when missing and this runs as root with apt-get;
+# otherwise those tests are skipped and say why.
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+		|| echo "make browser: no chromium (apt-get install chromium as root): the browser tests will be skipped"
+
+test: $(STAMP) browser
 	$(BIN)/pytest -p no:cacheprovider
 
 $(COMPAT_BIN)/python: | $(BIN)/uv

@@ -1,13 +1,12 @@
 """Headless Chromium for the gallery tests (imported as ``browser_support``; no fixtures here): the DOM a
 page becomes once a browser has parsed it, and the elements in it.
 
-Chromium is Debian's ``chromium`` package (``/usr/bin/chromium``); :func:`find_chromium` installs it with
-apt-get when it is missing and the tests run as root, and says why not otherwise.
+Chromium is Debian's ``chromium`` package (``/usr/bin/chromium``), which ``make test`` installs when it is
+missing and it runs as root (``make browser``).
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
@@ -28,17 +27,9 @@ CHROMIUM_FLAGS = (
 
 
 def find_chromium() -> tuple[str | None, str]:
-    """Chromium's executable, installed with apt-get if need be; or None and why it is not there."""
+    """Chromium's executable; or None and why it is not there."""
     found = shutil.which("chromium")
-    if found:
-        return found, ""
-    if not shutil.which("apt-get") or os.geteuid() != 0:
-        return None, "chromium is not installed and cannot be (no apt-get, or not root): apt-get install chromium"
-    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
-        done = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
-        if done.returncode != 0:
-            return None, f"{' '.join(command)} failed: {done.stderr[-500:]}"
-    return shutil.which("chromium"), "apt-get install chromium installed no chromium"
+    return found, "" if found else "chromium is not installed: `make browser` as root, or apt-get install chromium"
 
 
 def rendered_dom(chromium: str, page: Path) -> str:

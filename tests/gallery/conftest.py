@@ -56,7 +56,7 @@ def gallery(dag_runner: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    """Chromium's executable (installed with apt-get when missing and possible; else the test is skipped)."""
+    """Chromium's executable (`make browser` installs it); the test is skipped without one."""
     found, why_not = find_chromium()
     if found is None:
         pytest.skip(why_not)
