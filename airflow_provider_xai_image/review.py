@@ -1,19 +1,51 @@
 """A reviewer's decision on a manifest's images: ``review.json``, written beside the manifest.
 
 :class:`ReviewDecision` is its format; the review operator writes it (whole, before anything is
-published), and the gallery reads it to show each image's review status.
+published), and the gallery reads it to show each image's review status. :class:`ManifestUnderReview`
+is the manifest as the review operator reads it (a few dozen images, parsed whole).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 from airflow.sdk import ObjectStoragePath
 from pydantic import BaseModel, Field
 
+from airflow_provider_xai_image.records import ImageRecord, Manifest
+from airflow_provider_xai_image.storage import name_in_folder
+
 #: The decision's file name, in the folder of the manifest it is about.
 REVIEW_NAME = "review.json"
+
+
+@dataclass(frozen=True)
+class ManifestUnderReview:
+    """The manifest whose images are reviewed, and the URI it was read from.
+
+    :param uri: The manifest's URI (``<task instance folder>/manifest.json``).
+    :param manifest: Its content.
+    """
+
+    uri: str
+    manifest: Manifest
+
+    @property
+    def folder(self) -> str:
+        """The upstream task instance's output folder: the manifest's."""
+        return self.uri.rpartition("/")[0]
+
+    @property
+    def images(self) -> dict[str, ImageRecord]:
+        """The stored images the manifest lists directly in :attr:`folder`, by name, in its order."""
+        images = {}
+        for image in self.manifest.images:
+            name = name_in_folder(image.uri, self.folder)
+            if name is not None:
+                images[name] = image
+        return images
 
 
 class ReviewDecision(BaseModel):

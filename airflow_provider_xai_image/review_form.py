@@ -14,15 +14,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 from urllib.parse import quote, urlencode
 
 from airflow_provider_xai_image.budget import usd
 from airflow_provider_xai_image.plugins.gallery_plugin import URL_PREFIX
-from airflow_provider_xai_image.records import ImageRecord
-
-if TYPE_CHECKING:
-    from airflow_provider_xai_image.plugins.task_manifest import TaskInstanceId
+from airflow_provider_xai_image.records import ImageRecord, TaskInstanceId
 
 _ASCII_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

@@ -105,6 +105,16 @@ def safe_segment(value: str) -> str:
     return f"{cleaned}-{hashlib.sha256(value.encode()).hexdigest()[:8]}"
 
 
+def name_in_folder(uri: str | None, folder: str) -> str | None:
+    """The file name of ``uri`` when it lies directly in ``folder``, else None.
+
+    :param uri: A stored file's URI (None: no file).
+    :param folder: A folder's URI, without a trailing ``/``.
+    """
+    parent, _, name = (uri or "").rpartition("/")
+    return name if parent == folder and name not in ("", ".", "..") else None
+
+
 def task_output_path(output_uri: str, run_id: str, task_id: str, map_index: int | None) -> ObjectStoragePath:
     """The folder of one task instance's images under ``output_uri``."""
     base = ObjectStoragePath(output_uri) / safe_segment(run_id) / safe_segment(task_id)

@@ -12,20 +12,22 @@ from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import ObjectStoragePath, Param
 
 from airflow_provider_xai_image.lineage import announce, with_output_alias
-from airflow_provider_xai_image.records import ImageRecord, Manifest
-from airflow_provider_xai_image.review import ReviewDecision, read_review, review_path
+from airflow_provider_xai_image.operators.base import task_instance_id
+from airflow_provider_xai_image.records import ImageRecord, Manifest, TaskInstanceId
+from airflow_provider_xai_image.review import ManifestUnderReview, ReviewDecision, read_review, review_path
 from airflow_provider_xai_image.review_form import review_body
-from airflow_provider_xai_image.storage import MANIFEST_NAME, copy_whole, publish, safe_segment
+from airflow_provider_xai_image.storage import MANIFEST_NAME, copy_whole, publish, task_output_path
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-    from airflow_provider_xai_image.plugins.task_manifest import TaskInstanceId, TaskManifest
 
 #: The option that rejects every image.
 REJECT_ALL = "Reject all"
 #: The most images one review form shows; map the review over shares of a larger job.
 MAX_IMAGES_PER_REVIEW = 50
+#: The largest manifest the review reads (ample for :data:`MAX_IMAGES_PER_REVIEW` images with their
+#: errors and parameters): a larger one is refused before it is parsed.
+MAX_MANIFEST_BYTES = 16 * 2**20
 #: The form's one field besides the options: kept in ``review.json`` with the decision.
 COMMENT_PARAM = "comment"
 #: XCom key of the rejected images' URIs.
@@ -52,8 +54,9 @@ class XaiReviewImagesOperator(HITLOperator):
     names); XCom ``rejected`` holds the others' URIs. When an image passed, an Asset event on
     ``publish_uri`` (else the manifest's folder) carries the approved count; ``Reject all`` records none.
 
-    A manifest with more than :data:`MAX_IMAGES_PER_REVIEW` images is refused before anyone is asked:
-    map the review over the shares of a larger job.
+    A manifest with more than :data:`MAX_IMAGES_PER_REVIEW` images (or larger than
+    :data:`MAX_MANIFEST_BYTES`) is refused before anyone is asked: map the review over the shares of a
+    larger job. So is a manifest that is not its task instance's own (see :func:`upstream_task_instance`).
 
     :param manifest: The URI of an upstream image task's ``manifest.json``, typically
         ``XComArg(generate, key="manifest")`` (templated). The task must be of the same DAG run.
@@ -111,7 +114,7 @@ class XaiReviewImagesOperator(HITLOperator):
         """Reuse a decision recorded by an earlier run of this task; else show the form and wait."""
         found = self._load_manifest()
         decision = read_review(found.folder)
-        if decision is not None and decision.review_task == _identity(context):
+        if decision is not None and decision.review_task == task_instance_id(context).model_dump():
             self.log.info("Reusing the decision of %s recorded in %s", decision.decided_at, review_path(found.folder))
             return self._apply(context, found, decision)
         images = self._prepare_form(context, found)
@@ -122,20 +125,24 @@ class XaiReviewImagesOperator(HITLOperator):
         self.log.info("Asking for a review of %d image(s) of %s", len(images), found.uri)
         return super().execute(context)
 
-    def _load_manifest(self) -> TaskManifest:
-        # Imported here: DAG files import this module on every parse, and this brings Airflow's XCom model.
-        from airflow_provider_xai_image.plugins.task_manifest import TaskManifest
-
+    def _load_manifest(self) -> ManifestUnderReview:
         uri = self.manifest
         if not isinstance(uri, str) or not uri.endswith(f"/{MANIFEST_NAME}"):
             raise AirflowFailException(f"manifest: the URI of a {MANIFEST_NAME} (XCom 'manifest'), not {uri!r}")
         try:
-            data = ObjectStoragePath(uri).read_bytes()
+            with ObjectStoragePath(uri).open("rb") as stream:
+                data = stream.read(MAX_MANIFEST_BYTES + 1)
         except FileNotFoundError:
             raise AirflowFailException(f"manifest: {uri} does not exist") from None
-        return TaskManifest(uri, Manifest.model_validate_json(data))
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise AirflowFailException(
+                f"manifest: {uri} is larger than {MAX_MANIFEST_BYTES // 2**20} MiB, more than a review of at most "
+                f"{MAX_IMAGES_PER_REVIEW} images reads. Store the images in shares (mapped tasks) and map the "
+                "review over their manifests."
+            )
+        return ManifestUnderReview(uri, Manifest.model_validate_json(data))
 
-    def _prepare_form(self, context: Context, found: TaskManifest) -> dict[str, ImageRecord]:
+    def _prepare_form(self, context: Context, found: ManifestUnderReview) -> dict[str, ImageRecord]:
         """Set the options, subject and body from the manifest (before asking, and again on resuming, as
         the operator is built anew from the DAG file); return the images to review by name."""
         images = found.images
@@ -170,7 +177,7 @@ class XaiReviewImagesOperator(HITLOperator):
         params_input = response.get("params_input") or {}
         decision = ReviewDecision(
             manifest=found.uri,
-            review_task=_identity(context),
+            review_task=task_instance_id(context).model_dump(),
             decided_by=dict(response["responded_by_user"]) if response.get("responded_by_user") else None,
             decided_at=response["responded_at"],
             timed_out=bool(event.get("timedout")),
@@ -189,7 +196,7 @@ class XaiReviewImagesOperator(HITLOperator):
         )
         return self._apply(context, found, decision)
 
-    def _apply(self, context: Context, found: TaskManifest, decision: ReviewDecision) -> list[str]:
+    def _apply(self, context: Context, found: ManifestUnderReview, decision: ReviewDecision) -> list[str]:
         """Publish the approved images (those already published are kept), push the rejected URIs, record the
         Asset event; return the approved URIs."""
         images = found.images
@@ -217,31 +224,42 @@ class XaiReviewImagesOperator(HITLOperator):
         return published
 
 
-def upstream_task_instance(context: Context, found: TaskManifest) -> TaskInstanceId:
-    """The task instance that wrote the manifest: a task of this DAG run, found by the folder the
-    provider's operators store into (``<output_uri>/<run_id>/<task_id>[/map-<i>]/manifest.json``).
+def upstream_task_instance(context: Context, found: ManifestUnderReview) -> TaskInstanceId:
+    """The task instance that wrote the manifest, as the manifest records it, once checked to be a task
+    of the review's DAG run whose manifest is where the provider stores that task instance's manifest
+    (:func:`~airflow_provider_xai_image.storage.task_output_path` of its recorded ``output_uri``).
 
     :param context: The review task's context.
     :param found: The manifest and its URI.
+    :raises AirflowFailException: The manifest records no task instance (written by an earlier version
+        of the provider), another DAG run's, or lies elsewhere.
     """
-    from airflow_provider_xai_image.plugins.task_manifest import TaskInstanceId
-
-    manifest_uri = found.uri
-    folders = manifest_uri.rsplit("/", 4)[:-1]
-    map_index = -1
-    if folders[-1].startswith("map-") and folders[-1][4:].isdigit():
-        map_index = int(folders.pop()[4:])
-    run_segment, task_segment = folders[-2], folders[-1]
-    dag = context["dag"]
-    task_ids = [task_id for task_id in dag.task_ids if safe_segment(task_id) == task_segment]
-    if run_segment != safe_segment(context["run_id"]) or not task_ids:
+    recorded = found.manifest.task_instance
+    if recorded is None:
         raise AirflowFailException(
-            f"manifest: {manifest_uri} is not the manifest of a task of this DAG run ({dag.dag_id} / "
-            f"{context['run_id']}); the review form shows the images of an upstream task's manifest only."
+            f"manifest: {found.uri} records no task instance (written by an earlier version of the provider); "
+            "run its image task again: the manifest it writes records it, as the review requires."
         )
-    return TaskInstanceId(dag.dag_id, context["run_id"], task_ids[0], map_index)
-
-
-def _identity(context: Context) -> dict[str, Any]:
-    ti = context["ti"]
-    return {"dag_id": ti.dag_id, "run_id": context["run_id"], "task_id": ti.task_id, "map_index": ti.map_index}
+    review = task_instance_id(context)
+    if (recorded.dag_id, recorded.run_id) != (review.dag_id, review.run_id):
+        raise AirflowFailException(
+            f"manifest: {found.uri} is the manifest of {recorded.dag_id} / {recorded.run_id} / {recorded.task_id}, "
+            f"not of a task of this DAG run ({review.dag_id} / {review.run_id}); the review form shows the images "
+            "of an upstream task's manifest only."
+        )
+    output_uri = found.manifest.parameters.get("output_uri")
+    if not isinstance(output_uri, str):
+        raise AirflowFailException(f"manifest: {found.uri} records no output_uri: where it belongs cannot be checked")
+    try:
+        location = task_output_path(output_uri, recorded.run_id, recorded.task_id, recorded.map_index)
+    except Exception as error:
+        raise AirflowFailException(
+            f"manifest: {found.uri} records an output_uri that is no location: {error}"
+        ) from error
+    expected = str(location / MANIFEST_NAME)
+    if expected != found.uri:
+        raise AirflowFailException(
+            f"manifest: {found.uri} is not where task {recorded.task_id} stores its manifest ({expected}); "
+            "the review reads a task instance's own manifest only."
+        )
+    return recorded

@@ -130,7 +130,7 @@ def gallery(
         return HTMLResponse(render_no_manifest(task, refused.message), status.HTTP_404_NOT_FOUND, headers)
     if found is None:
         return HTMLResponse(render_no_manifest(task), status.HTTP_404_NOT_FOUND, headers)
-    return HTMLResponse(render_gallery(task, found, page, read_review(found.folder)), headers=headers)
+    return HTMLResponse(render_gallery(task, found, page, read_review(found.index.folder)), headers=headers)
 
 
 @router.get("/manifest", response_class=StreamingResponse)

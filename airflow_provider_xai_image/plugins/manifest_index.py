@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from pydantic_core import to_json
 
 from airflow_provider_xai_image.records import ImageRecord, TaskInstanceId
+from airflow_provider_xai_image.storage import name_in_folder
 
 #: The totals the page shows, each a number.
 TOTALS_SHOWN = (
@@ -148,8 +149,7 @@ class ManifestIndex:
 
     def _add_image(self, seq: int, value: Any) -> None:
         image = ImageRecord.model_validate(value)
-        folder, _, name = (image.uri or "").rpartition("/")
-        name_here = name if folder == self.folder and name not in ("", ".", "..") else None
+        name_here = name_in_folder(image.uri, self.folder)
         card = None
         if name_here is not None or image.moderation == "filtered":
             card, self.cards = self.cards, self.cards + 1

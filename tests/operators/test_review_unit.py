@@ -22,20 +22,25 @@ from airflow_provider_xai_image.operators.review import (
     XaiReviewImagesOperator,
     upstream_task_instance,
 )
-from airflow_provider_xai_image.plugins.task_manifest import TaskInstanceId, TaskManifest
-from airflow_provider_xai_image.records import Manifest
-from airflow_provider_xai_image.review import REVIEW_NAME, read_review
+from airflow_provider_xai_image.records import Manifest, TaskInstanceId
+from airflow_provider_xai_image.review import REVIEW_NAME, ManifestUnderReview, read_review
 from airflow_provider_xai_image.review_form import image_url, markdown_code, markdown_text, review_body
-from airflow_provider_xai_image.storage import copy_whole
+from airflow_provider_xai_image.storage import copy_whole, safe_segment
 
 RUN_ID = "manual__2026-01-01T00:00:00+00:00"
 MARKUP = "A kite ![x](http://elsewhere/x.png) <img src=x onerror=alert(1)> `code` *b*\n# heading"
 
 
-def write_manifest(root: Path, count: int, *, task_id: str = "generate", map_index: int = -1) -> str:
-    """A manifest of ``count`` stored JPEGs in the folder the generate operator would use; its URI."""
-    from airflow_provider_xai_image.storage import safe_segment
-
+def write_manifest(
+    root: Path,
+    count: int,
+    *,
+    task_id: str = "generate",
+    map_index: int = -1,
+    task_instance: dict[str, Any] | None = None,
+) -> str:
+    """A manifest of ``count`` stored JPEGs in the folder the generate operator with ``output_uri`` ``root``
+    would use, recording ``task_instance`` (by default the one of that folder); its URI."""
     folder = root / safe_segment(RUN_ID) / safe_segment(task_id)
     if map_index >= 0:
         folder = folder / f"map-{map_index}"
@@ -54,14 +59,22 @@ def write_manifest(root: Path, count: int, *, task_id: str = "generate", map_ind
                 "cost_usd_ticks": 200_000_000,
             }
         )
+    if task_instance is None:
+        task_instance = {"dag_id": "unit_dag", "run_id": RUN_ID, "task_id": task_id, "map_index": map_index}
     manifest = folder / "manifest.json"
-    manifest.write_text(json.dumps({"images": images, "totals": {}, "parameters": {}}))
+    content = {
+        "task_instance": task_instance,
+        "images": images,
+        "totals": {},
+        "parameters": {"output_uri": root.as_uri()},
+    }
+    manifest.write_text(json.dumps(content))
     return manifest.as_uri()
 
 
-def loaded(manifest_uri: str) -> TaskManifest:
+def loaded(manifest_uri: str) -> ManifestUnderReview:
     """The manifest at a ``file://`` URI."""
-    return TaskManifest(manifest_uri, Manifest.model_validate_json(Path(manifest_uri[7:]).read_bytes()))
+    return ManifestUnderReview(manifest_uri, Manifest.model_validate_json(Path(manifest_uri[7:]).read_bytes()))
 
 
 def review_context() -> dict[str, Any]:
@@ -100,7 +113,7 @@ def test_markdown_code_fences_the_text_longer_than_any_backtick_run(value: str, 
 
 def test_review_body_shows_values_as_code_and_only_the_thumbnails_as_images(tmp_path: Path) -> None:
     found = loaded(write_manifest(tmp_path, 2))
-    task = TaskInstanceId("unit dag", RUN_ID, "generate")
+    task = TaskInstanceId(dag_id="unit dag", run_id=RUN_ID, task_id="generate")
 
     body = review_body("https://airflow.example/base/", task, found.images)
 
@@ -117,20 +130,69 @@ def test_review_body_shows_values_as_code_and_only_the_thumbnails_as_images(tmp_
     assert body.count("![") == 3  # 2 thumbnails, and the prompt's, inside a code span
 
 
-def test_upstream_task_instance_is_found_by_the_manifest_folder(tmp_path: Path) -> None:
+def test_upstream_task_instance_is_the_one_the_manifest_records(tmp_path: Path) -> None:
     context = review_context()
     mapped = write_manifest(tmp_path, 1, task_id="other task", map_index=3)
-    elsewhere = (tmp_path / "elsewhere" / "generate" / "manifest.json").as_uri()
 
     assert upstream_task_instance(context, loaded(write_manifest(tmp_path, 1))) == TaskInstanceId(
-        "unit_dag", RUN_ID, "generate", -1
+        dag_id="unit_dag", run_id=RUN_ID, task_id="generate"
     )
-    assert upstream_task_instance(context, loaded(mapped)) == TaskInstanceId("unit_dag", RUN_ID, "other task", 3)
-    with pytest.raises(AirflowFailException, match="not the manifest of a task of this DAG run"):
-        upstream_task_instance(context, TaskManifest(elsewhere, Manifest(images=[], totals={}, parameters={})))
+    assert upstream_task_instance(context, loaded(mapped)) == TaskInstanceId(
+        dag_id="unit_dag", run_id=RUN_ID, task_id="other task", map_index=3
+    )
+
+
+@pytest.mark.parametrize(
+    ("recorded", "message"),
+    [
+        ({"dag_id": "other_dag"}, "not of a task of this DAG run"),
+        ({"run_id": "manual__other"}, "not of a task of this DAG run"),
+        ({"task_id": "other task"}, "not where task other task stores its manifest"),
+        ({"map_index": 2}, "not where task generate stores its manifest"),
+    ],
+)
+def test_a_manifest_of_another_task_instance_is_refused(tmp_path: Path, recorded: dict[str, Any], message: str) -> None:
+    owner = {"dag_id": "unit_dag", "run_id": RUN_ID, "task_id": "generate", "map_index": -1}
+    uri = write_manifest(tmp_path, 1, task_instance={**owner, **recorded})
+
+    with pytest.raises(AirflowFailException, match=message):
+        upstream_task_instance(review_context(), loaded(uri))
+
+
+def test_a_manifest_copied_out_of_its_folder_is_refused(tmp_path: Path) -> None:
+    original = Path(write_manifest(tmp_path, 1)[7:])
+    copy = tmp_path / "elsewhere" / safe_segment(RUN_ID) / "generate" / "manifest.json"
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(original.read_bytes())
+
+    with pytest.raises(AirflowFailException, match="not where task generate stores its manifest"):
+        upstream_task_instance(review_context(), loaded(copy.as_uri()))
+
+
+def test_a_manifest_without_its_task_instance_is_refused_before_asking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(review_module.HITLOperator, "execute", lambda self, context: pytest.fail("asked"))
+    uri = write_manifest(tmp_path, 1)
+    path = Path(uri[7:])
+    path.write_text(json.dumps({**json.loads(path.read_text()), "task_instance": None}))
+
+    with pytest.raises(AirflowFailException, match=r"records no task instance.*run its image task again"):
+        XaiReviewImagesOperator(task_id="review", manifest=uri).execute(review_context())
 
 
 # -- limits ---------------------------------------------------------------------------------------------
+
+
+def test_a_manifest_larger_than_the_cap_is_refused_before_it_is_parsed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(review_module, "MAX_MANIFEST_BYTES", 4096)
+    uri = write_manifest(tmp_path, 1)
+    Path(uri[7:]).write_bytes(b"{" + b" " * 4096)  # not JSON: parsing it would fail otherwise
+
+    with pytest.raises(AirflowFailException, match=r"larger than .* MiB.*map the review"):
+        XaiReviewImagesOperator(task_id="review", manifest=uri).execute(review_context())
 
 
 def test_a_manifest_larger_than_a_form_is_refused_before_asking(
