@@ -17,13 +17,15 @@ How many requests may be in flight at once is left to the caller (its threads or
   ``Retry-After: 1`` (HTTP counts whole seconds) however soon a request is allowed again, so only a longer
   one (:data:`PAUSE_AFTER`) holds every request of the task: holding them all for each 1 would cost a
   second of the limit per 429.
-- **Recover** after each round of successes (a second's worth of requests sent since the slowdown): the
-  pace climbs halfway back to :data:`HEADROOM` of the pace that last drew a 429.
-- **Probe** upward from there, after each round by :data:`PROBE_STEP` of the limit up to the pace that
-  last drew a 429 (only every :data:`PROBE_ROUNDS` rounds near the limit given, so a task alone stays long
-  just under it), and past that pace by a step that doubles while no 429 comes, so a raised limit, or
-  one that other tasks stopped sharing, is soon used. Tasks sharing one limit each back off
-  multiplicatively and probe additively, so they converge to fair shares without talking to each other.
+- **Speed up** after each round of successes (as many as the pace: about a second's worth) of requests
+  sent since the last slowdown. A task whose last 429 came near the limit given has the limit to itself:
+  it climbs halfway back to :data:`HEADROOM` of the pace that drew it each round, then probes above by
+  :data:`PROBE_STEP` of the limit every :data:`PROBE_ROUNDS` rounds, so it stays long just under the
+  limit. Otherwise (the limit is shared with other tasks, or a raised limit is being found) the pace grows
+  each round by a step that starts at :data:`PROBE_STEP` of the limit after every slowdown and doubles:
+  the growth depends only on the time since the last 429, never on the pace before it, so tasks sharing
+  one limit converge to fair shares without talking to each other (additive increase, multiplicative
+  decrease), and a task the others stopped sharing with soon uses the whole limit.
 - **Give up** when no request succeeded for ``give_up_after`` seconds while 429s came (default
   :data:`GIVE_UP_AFTER`): :class:`XaiRateLimitError`, which Airflow retries; the retry resumes.
 
@@ -60,10 +62,9 @@ DECREASE = 0.8
 PAUSE_AFTER = 1.0
 #: Slowest pace (requests/s): one request every 20 s.
 MIN_RATE = 0.05
-#: Rounds of successes before each probe upward near the limit given, up to the pace that last drew a 429.
+#: Rounds of successes before each probe upward near the limit given.
 PROBE_ROUNDS = 4
-#: Probe step up to the pace that last drew a 429, as a share of the limit given (past that pace, it
-#: doubles with each round of successes).
+#: Smallest step of the pace upward, as a share of the limit given.
 PROBE_STEP = 0.01
 #: Seconds between two reports of the pace in the task log.
 REPORT_INTERVAL = 10.0
@@ -150,17 +151,18 @@ class RatePacer:
         if self._successes < math.ceil(self.rate):
             return None
         self._successes = 0
+        near = self.limit * HEADROOM
         settled = self.ceiling * HEADROOM
-        if self.rate < settled:
+        if self.ceiling >= near and self.rate < settled:
             return self._change(min(settled, self.rate + max(self._min_step, (settled - self.rate) / 2)))
-        if self.rate > self.ceiling:
-            self._probe_step *= 2
-            return self._change(self.rate + self._probe_step / 2)
-        self._rounds += 1
-        if self._rounds < PROBE_ROUNDS and self.rate >= self.limit * HEADROOM:
-            return None  # near the team's limit: a task alone stays long just under it
-        self._rounds = 0
-        return self._change(self.rate + self._min_step)
+        if near <= self.rate <= max(self.limit, self.ceiling):
+            self._rounds += 1
+            if self._rounds < PROBE_ROUNDS:
+                return None
+            self._rounds = 0
+            return self._change(self.rate + self._min_step)
+        step, self._probe_step = self._probe_step, self._probe_step * 2
+        return self._change(self.rate + step)
 
     def refused(self, ticket: Ticket, now: float, retry_after: float | None) -> Change | None:
         """The request of ``ticket`` was answered 429 (to be sent again); returns the slowdown it starts,
@@ -239,7 +241,7 @@ class PaceReport:
         """The last word: where the pace ended and how many 429s came."""
         return (
             f"Requests were paced at {rate:.2f} requests/s at the end (started at {self.start:.2f}); "
-            f"xAI answered 429 {self.refusals} time(s), each request refused was sent again."
+            f"xAI answered 429 {self.refusals} time(s) (never billed)."
         )
 
     def _report(self, rate: float, in_flight: int, now: float) -> str:
