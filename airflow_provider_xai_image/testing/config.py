@@ -2,7 +2,7 @@
 
 One :class:`EmulatorConfig` holds both kinds. Settings (``latency``, ``image_ttl``, ``batch_seconds``,
 ``revised_prompt``, ``batch_error_shape``, ...) stay in force until changed; the one-shot faults
-(``status_script``, ``reset_connections``, ``invalid_json``, ``truncated_images``,
+(``status_script``, ``generation_status_script``, ``reset_connections``, ``invalid_json``, ``truncated_images``,
 ``truncated_images_no_length``, ``truncated_b64``, ``empty_responses``) count down as the emulator
 consumes them, so reading the config back shows what is still queued.
 """
@@ -108,6 +108,10 @@ class EmulatorConfig(BaseModel):
     status_script: list[int] = Field(
         default_factory=list, description="Statuses (429, 5xx, ...) returned by the next /v1 calls, in order."
     )
+    generation_status_script: list[int] = Field(
+        default_factory=list,
+        description="Statuses returned by the next generate/edit calls only, in order (other calls pass).",
+    )
     reset_connections: int = Field(
         default=0, ge=0, description="Next /v1 calls whose connection is closed with no response."
     )
@@ -139,7 +143,7 @@ class EmulatorConfig(BaseModel):
             raise ValueError("must be seconds >= 0, or (min, max) with 0 <= min <= max")
         return value
 
-    @field_validator("status_script")
+    @field_validator("status_script", "generation_status_script")
     @classmethod
     def _statuses_are_errors(cls, value: list[int]) -> list[int]:
         for status in value:
