@@ -48,9 +48,10 @@ from airflow_provider_xai_image.retry import RETRY_AFTER_MAX
 
 Result = TypeVar("Result")
 
-#: Requests a task has in flight at most when it sets no ``max_concurrency``: reaching 5 requests/s takes
-#: ``5 x latency`` of them (25 at 5 s); each holds a thread (worker) or a task (triggerer) and a pooled
-#: connection, so the cap guards memory and sockets, not xAI's limit.
+#: Requests a task has in flight at most when it sets no ``max_concurrency``. Reaching 5 requests/s takes
+#: ``5 x latency`` of them: 128 reach it for requests of up to ~25 s (every model but ``grok-imagine-image-2.0``
+#: at 2k, 60-80 s, for which a task sets ``max_concurrency`` of ~400). Each holds a thread (worker) or an
+#: asyncio task (triggerer) and a pooled connection: the cap guards memory and sockets, not xAI's limit.
 IN_FLIGHT_CAP = 128
 #: Seconds of 429s without one success after which a task stops (a retry of the task resumes).
 GIVE_UP_AFTER = 600.0
