@@ -178,6 +178,11 @@ def run(servers: Servers, quick: bool) -> BenchResult:
         "prices, storage to moto S3 and manifest included). Latency applies to generate calls only; a "
         "rate-limited call is refused at once, with Retry-After (whole seconds), which the pacing honours."
     )
+    if quick:
+        result.notes.append(
+            "--quick: the 3 tasks send 20 prompts each, too few for their shares to settle after the 429s of "
+            "their start (each starts at the full limit); the full run sends 200 each."
+        )
     result.notes.append(
         f"Baseline: the same operator with max_concurrency={BASELINE_CONCURRENCY} (earlier releases' default, "
         "which capped requests in flight); tasks started together run in threads of one process, each with "
