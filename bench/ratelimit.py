@@ -14,7 +14,16 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bench.harness import BenchResult, Servers, Target, prompts, run_generate, say, warm_up
+from bench.harness import (
+    DEFAULT_SETTINGS_CONN_ID,
+    BenchResult,
+    Servers,
+    Target,
+    prompts,
+    run_generate,
+    say,
+    warm_up,
+)
 
 RATE_LIMIT_RPS = 5
 #: ``(prompts, generation latency in seconds)`` of the one-task runs.
@@ -74,6 +83,7 @@ def run_tasks(servers: Servers, setting: Setting, tasks: int, count: int, latenc
                 prompts(count, f"F-{tag}-{task}"),
                 max_concurrency=setting.max_concurrency,
                 task_id=f"f_{task}",
+                xai_conn_id=DEFAULT_SETTINGS_CONN_ID,
             )
         except Exception as failure:
             errors[task] = f"{type(failure).__name__}: {failure}"
