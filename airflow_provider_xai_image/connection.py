@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,8 @@ DEFAULT_IMAGE_READ_TIMEOUT = 900.0
 DEFAULT_READ_TIMEOUT = 120.0
 DEFAULT_MAX_RETRIES = 5
 DEFAULT_MAX_AMBIGUOUS_RETRIES = 0
+#: xAI's rate limit of each image model, per team (requests per second); teams with a raised limit set theirs.
+DEFAULT_REQUESTS_PER_SECOND = 5.0
 #: What an API key may hold: visible ASCII, nothing an HTTP header refuses (a newline, a space).
 _KEY_CHARACTERS = re.compile(r"[\x21-\x7e]+")
 
@@ -45,12 +48,14 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
                 "timeout": DEFAULT_IMAGE_READ_TIMEOUT,
                 "max_retries": DEFAULT_MAX_RETRIES,
                 "max_ambiguous_retries": DEFAULT_MAX_AMBIGUOUS_RETRIES,
+                "requests_per_second": DEFAULT_REQUESTS_PER_SECOND,
                 "default_model": DEFAULT_MODEL,
             }
         ),
         "timeout": str(DEFAULT_IMAGE_READ_TIMEOUT),
         "max_retries": str(DEFAULT_MAX_RETRIES),
         "max_ambiguous_retries": str(DEFAULT_MAX_AMBIGUOUS_RETRIES),
+        "requests_per_second": f"{DEFAULT_REQUESTS_PER_SECOND:g}",
         "default_model": DEFAULT_MODEL,
     },
 }
@@ -81,6 +86,14 @@ CONN_FIELDS: dict[str, Any] = {
             "connection, 500/502/504). Each may be billed; 0 never pays twice."
         ),
         "schema": {"type": ["integer", "null"]},
+    },
+    "requests_per_second": {
+        "label": "Requests per second",
+        "description": (
+            "xAI's rate limit of each image model for your team (default "
+            f"{DEFAULT_REQUESTS_PER_SECOND:g}). The generate operator paces its requests by it, slower on 429s."
+        ),
+        "schema": {"type": ["number", "null"]},
     },
     "default_model": {
         "label": "Default model",
@@ -116,6 +129,8 @@ class XaiConnectionSettings:
     read_timeout: float | None = None
     max_retries: int = DEFAULT_MAX_RETRIES
     max_ambiguous_retries: int = DEFAULT_MAX_AMBIGUOUS_RETRIES
+    #: xAI's rate limit of each image model for the team: where the generate operator's pace starts.
+    requests_per_second: float = DEFAULT_REQUESTS_PER_SECOND
     default_model: str = DEFAULT_MODEL
 
     def timeout(self, image_request: bool = False) -> tuple[float, float]:
@@ -157,6 +172,18 @@ class XaiConnectionSettings:
                 )
             return number
 
+        def rate(name: str, default: float) -> float:
+            value = option(name)
+            try:
+                number = default if value is None else float(value)
+            except (TypeError, ValueError):
+                number = math.nan
+            if not 0 < number < math.inf or isinstance(value, bool):
+                raise XaiConnectionConfigError(
+                    f"Connection {conn.conn_id!r}: extra {name!r} must be requests per second > 0, got {value!r}"
+                )
+            return number
+
         return cls(
             api_key=api_key,
             base_url=base_url(conn.host, conn.port, conn.schema),
@@ -164,6 +191,7 @@ class XaiConnectionSettings:
             read_timeout=read_timeout,
             max_retries=count("max_retries", DEFAULT_MAX_RETRIES),
             max_ambiguous_retries=count("max_ambiguous_retries", DEFAULT_MAX_AMBIGUOUS_RETRIES),
+            requests_per_second=rate("requests_per_second", DEFAULT_REQUESTS_PER_SECOND),
             default_model=option("default_model") or DEFAULT_MODEL,
         )
 

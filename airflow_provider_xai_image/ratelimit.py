@@ -1,21 +1,35 @@
-"""Slowing a whole task down when xAI answers 429, and speeding it up again when the 429s stop.
+"""Pacing a task's image requests by rate: as fast as xAI's rate limit allows, slower when xAI answers 429.
 
-One :class:`AdaptiveConcurrency` per task holds the decisions (sans-IO: it is told the time and what
-happened to each request); :class:`RateLimiter` (threads: the worker) and :class:`AsyncRateLimiter`
-(asyncio: the trigger) wrap it around each paid request, through
-``XaiHook.run_image_request(..., limiter=...)``.
+xAI limits each image model to a number of requests per second, whatever their latency, so requests
+start at a pace (requests per second) rather than when one in flight ends. One :class:`RatePacer` per task
+(its requests all use one model) holds the decisions, sans-IO: it is told the time and what happened to
+each request. :class:`RateLimiter` (threads: the worker) and :class:`AsyncRateLimiter` (asyncio: the
+trigger) wrap it around each paid request, through ``XaiHook.run_image_request(..., limiter=...)``.
+How many requests may be in flight at once is left to the caller (its threads or its semaphore).
 
-- **Slow down** on a 429: the allowed concurrency is halved (never below 1) and every new request waits
-  until xAI's ``Retry-After`` (else a backoff of its own: 0.5 s doubling up to 30 s, with jitter). A 429
-  was surely not billed, so the refused request is sent again later; it never counts against
+- **Start** at :data:`HEADROOM` of the connection's ``requests_per_second`` (xAI's limit for the team):
+  a limit counted over a sliding second refuses about every other request sent exactly at it, since
+  arrival times jitter by milliseconds.
+- **Back off** on a 429: the pace is multiplied by :data:`DECREASE` (never below :data:`MIN_RATE`). A
+  429 was surely not billed, so the refused request is sent again later; it never counts against
   ``max_retries``. 429s of requests sent before the slowdown belong to the same event.
-- **Pace** while slowed down: requests are spread over one round trip (the observed latency divided by
-  the allowed concurrency) instead of leaving together when a pause ends.
-- **Speed up** after a run of successes as long as the allowed concurrency (a round trip's worth): one
-  more request may be in flight, up to ``max_concurrency``. The step back to the concurrency that last
-  drew a 429 waits for :data:`CAUTIOUS_RUNS` such runs, so a task does not bounce off the limit.
+- **Honour Retry-After**: the refused request is not sent again before it. A limit per second answers
+  ``Retry-After: 1`` (HTTP counts whole seconds) however soon a request is allowed again, so only a longer
+  one (:data:`PAUSE_AFTER`) holds every request of the task: holding them all for each 1 would cost a
+  second of the limit per 429.
+- **Speed up** after each round of successes (as many as the pace: about a second's worth) of requests
+  sent since the last slowdown. A task whose last 429 came near the limit given has the limit to itself:
+  it climbs halfway back to :data:`HEADROOM` of the pace that drew it each round, then probes above by
+  :data:`PROBE_STEP` of the limit every :data:`PROBE_ROUNDS` rounds, so it stays long just under the
+  limit. Otherwise (the limit is shared with other tasks, or a raised limit is being found) the pace grows
+  each round by a step that starts at :data:`PROBE_STEP` of the limit after every slowdown and doubles:
+  the growth depends only on the time since the last 429, never on the pace before it, so tasks sharing
+  one limit converge to fair shares without talking to each other (additive increase, multiplicative
+  decrease), and a task the others stopped sharing with soon uses the whole limit.
 - **Give up** when no request succeeded for ``give_up_after`` seconds while 429s came (default
   :data:`GIVE_UP_AFTER`): :class:`XaiRateLimitError`, which Airflow retries; the retry resumes.
+
+Changes of pace reach the task log at most every :data:`REPORT_INTERVAL` seconds (:class:`PaceReport`).
 """
 
 from __future__ import annotations
@@ -23,223 +37,294 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import random
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
 from airflow_provider_xai_image.exceptions import XaiRateLimitError
-from airflow_provider_xai_image.retry import BACKOFF_INITIAL, BACKOFF_MAX, RETRY_AFTER_MAX
+from airflow_provider_xai_image.retry import RETRY_AFTER_MAX
 
 Result = TypeVar("Result")
 
+#: Requests a task has in flight at most when it sets no ``max_concurrency``. Reaching 5 requests/s takes
+#: ``5 x latency`` of them: 128 reach it for requests of up to ~25 s (every model but ``grok-imagine-image-2.0``
+#: at 2k, 60-80 s, for which a task sets ``max_concurrency`` of ~400). Each holds a thread (worker) or an
+#: asyncio task (triggerer) and a pooled connection: the cap guards memory and sockets, not xAI's limit.
+IN_FLIGHT_CAP = 128
 #: Seconds of 429s without one success after which a task stops (a retry of the task resumes).
 GIVE_UP_AFTER = 600.0
-#: Runs of successes needed for the step back to the concurrency that last drew a 429.
-CAUTIOUS_RUNS = 16
-#: Weight of the newest latency in the smoothed round trip (as TCP's SRTT).
-ROUND_TRIP_WEIGHT = 0.125
+#: Share of the limit a task starts at, and settles at below the pace that last drew a 429.
+HEADROOM = 0.95
+#: The pace is multiplied by this on a 429.
+DECREASE = 0.8
+#: A ``Retry-After`` longer than this (seconds) holds every request of the task, not only the refused one.
+PAUSE_AFTER = 1.0
+#: Slowest pace (requests/s): one request every 20 s.
+MIN_RATE = 0.05
+#: Rounds of successes before each probe upward near the limit given.
+PROBE_ROUNDS = 4
+#: Smallest step of the pace upward, as a share of the limit given.
+PROBE_STEP = 0.01
+#: Seconds between two reports of the pace in the task log.
+REPORT_INTERVAL = 10.0
+
+
+def in_flight_cap(max_concurrency: int | None) -> int:
+    """Most requests a task has in flight: its ``max_concurrency``, else :data:`IN_FLIGHT_CAP`."""
+    return IN_FLIGHT_CAP if max_concurrency is None else max_concurrency
 
 
 class Ticket(NamedTuple):
-    """A request let through: the slowdown it was sent after (``epoch``) and when it was sent."""
+    """A request let through, sent after the ``epoch``-th slowdown."""
 
     epoch: int
-    sent_at: float
 
 
 @dataclass(frozen=True)
 class Change:
-    """A change of the allowed concurrency, as the task log tells it.
+    """A change of pace.
 
-    :param before: Requests allowed in flight before.
-    :param after: Requests allowed in flight now.
-    :param in_flight: Requests in flight when it changed.
-    :param maximum: The task's ``max_concurrency``.
-    :param pause: Seconds new requests wait (a slowdown).
-    :param retry_after: xAI's ``Retry-After`` of the 429 (a slowdown), if it sent one.
-    :param successes: The run of successes that earned a speed-up.
+    :param before: Requests per second before.
+    :param after: Requests per second now.
+    :param refused: True: a 429 slowed the pace down; False: successes sped it up.
+    :param retry_after: xAI's ``Retry-After`` of the 429, if it sent one.
     """
 
-    before: int
-    after: int
-    in_flight: int
-    maximum: int
-    pause: float = 0.0
+    before: float
+    after: float
+    refused: bool
     retry_after: float | None = None
-    successes: int = 0
-
-    def describe(self) -> str:
-        if self.after <= self.before:
-            said = "no Retry-After" if self.retry_after is None else f"Retry-After {self.retry_after:g} s"
-            how = f"from {self.before} to {self.after}" if self.after < self.before else f"to stay at {self.after}"
-            return (
-                f"xAI answered 429 (rate limited, {said}): slowing down {how} request(s) in flight "
-                f"({self.in_flight} still in flight); new requests wait {self.pause:.1f} s"
-            )
-        cap = "full speed" if self.after == self.maximum else f"at most {self.maximum}"
-        return (
-            f"{self.successes} request(s) in a row succeeded: speeding up from {self.before} to {self.after} "
-            f"request(s) in flight ({cap})"
-        )
 
 
-class AdaptiveConcurrency:
+class RatePacer:
     """
     The decisions of the rate limiter, without threads, clocks or I/O: callers pass the time.
 
-    :param max_concurrency: Most requests in flight; also where it starts.
+    :param rate: Requests per second xAI allows the team for this model (the connection's
+        ``requests_per_second``); the pace starts at :data:`HEADROOM` of it.
     :param give_up_after: Seconds of 429s without a success after which :attr:`gave_up` is set.
-    :param jitter: Returns a number in [0, 1) that spreads the backoff (``random.random``).
     """
 
-    def __init__(
-        self, max_concurrency: int, *, give_up_after: float = GIVE_UP_AFTER, jitter: Callable[[], float] = random.random
-    ) -> None:
-        if max_concurrency < 1:
-            raise ValueError(f"max_concurrency: must be at least 1, got {max_concurrency!r}")
-        self.max_concurrency = max_concurrency
+    def __init__(self, rate: float, *, give_up_after: float = GIVE_UP_AFTER) -> None:
+        if not rate > 0 or math.isinf(rate):
+            raise ValueError(f"rate: must be requests per second > 0, got {rate!r}")
+        #: Requests per second now.
+        self.rate = rate * HEADROOM
+        #: The limit given (requests per second).
+        self.limit = rate
+        #: The pace that last drew a 429 (at first the limit).
+        self.ceiling = rate
         self.give_up_after = give_up_after
-        #: Requests allowed in flight now.
-        self.limit = max_concurrency
         self.in_flight = 0
         #: Set once no request succeeded for ``give_up_after`` seconds of 429s; nothing is admitted after.
         self.gave_up = False
-        self._jitter = jitter
+        self._min_step = rate * PROBE_STEP
+        self._probe_step = self._min_step
         self._epoch = 0
-        self._run = 0
-        self._ceiling: int | None = None
-        self._backoff = BACKOFF_INITIAL
-        self._resume_at = -math.inf
+        self._successes = 0
+        self._rounds = 0
         self._next_send_at = -math.inf
-        self._round_trip: float | None = None
         self._last_progress: float | None = None
 
     def admit(self, now: float) -> Ticket | None:
-        """Let one request be sent at ``now`` (it takes a slot), or None: ask again after :meth:`wait_time`."""
-        if self.gave_up or now < max(self._resume_at, self._next_send_at) or self.in_flight >= self.limit:
+        """Let one request be sent at ``now``, or None: ask again after :meth:`wait_time`."""
+        if self.gave_up or now < self._next_send_at:
             return None
         self.in_flight += 1
         if self._last_progress is None:
             self._last_progress = now
-        if self.limit < self.max_concurrency and self._round_trip is not None:
-            self._next_send_at = now + self._round_trip / self.limit
-        return Ticket(self._epoch, now)
+        self._next_send_at = now + 1 / self.rate
+        return Ticket(self._epoch)
 
-    def wait_time(self, now: float) -> float | None:
-        """Seconds a request not admitted at ``now`` waits before asking again; None: until a slot is freed."""
-        if self.gave_up:
-            return 0.0
-        ready_at = max(self._resume_at, self._next_send_at)
-        return ready_at - now if now < ready_at else None
+    def wait_time(self, now: float) -> float:
+        """Seconds until a request may be sent (0 once the pacer gave up: the caller then stops)."""
+        return 0.0 if self.gave_up else max(0.0, self._next_send_at - now)
 
     def succeeded(self, ticket: Ticket, now: float) -> Change | None:
         """The request of ``ticket`` was answered; returns the speed-up it completes, if any."""
         self.in_flight -= 1
         self._last_progress = now
-        took = now - ticket.sent_at
-        self._round_trip = (
-            took if self._round_trip is None else self._round_trip + ROUND_TRIP_WEIGHT * (took - self._round_trip)
-        )
         if ticket.epoch != self._epoch:
-            return None  # sent before the last slowdown: says nothing about the concurrency allowed since
-        self._backoff = BACKOFF_INITIAL
-        if self.limit >= self.max_concurrency:
+            return None  # sent before the last slowdown: says nothing about the pace since
+        self._successes += 1
+        if self._successes < math.ceil(self.rate):
             return None
-        self._run += 1
-        cautious = self.limit + 1 == self._ceiling
-        if self._run < self.limit * (CAUTIOUS_RUNS if cautious else 1):
-            return None
-        change = Change(self.limit, self.limit + 1, self.in_flight, self.max_concurrency, successes=self._run)
-        self.limit += 1
-        self._run = 0
-        return change
+        self._successes = 0
+        near = self.limit * HEADROOM
+        settled = self.ceiling * HEADROOM
+        if self.ceiling >= near and self.rate < settled:
+            return self._change(min(settled, self.rate + max(self._min_step, (settled - self.rate) / 2)))
+        if near <= self.rate <= max(self.limit, self.ceiling):
+            self._rounds += 1
+            if self._rounds < PROBE_ROUNDS:
+                return None
+            self._rounds = 0
+            return self._change(self.rate + self._min_step)
+        step, self._probe_step = self._probe_step, self._probe_step * 2
+        return self._change(self.rate + step)
 
     def refused(self, ticket: Ticket, now: float, retry_after: float | None) -> Change | None:
         """The request of ``ticket`` was answered 429 (to be sent again); returns the slowdown it starts,
-        None when it belongs to one already under way (or when the limiter gave up: see :attr:`gave_up`)."""
+        None when it belongs to one already under way (or when the pacer gave up: see :attr:`gave_up`)."""
         self.in_flight -= 1
         since = now if self._last_progress is None else self._last_progress
         if now - since >= self.give_up_after:
             self.gave_up = True
             return None
-        current = ticket.epoch == self._epoch
-        if retry_after is not None:
-            pause = min(retry_after, RETRY_AFTER_MAX)
-        elif current:
-            pause = self._backoff * (0.5 + self._jitter() / 2)
-            self._backoff = min(self._backoff * 2, BACKOFF_MAX)
-        else:
-            pause = 0.0
-        self._resume_at = max(self._resume_at, now + pause)
-        if not current:
+        if retry_after is not None and retry_after > PAUSE_AFTER:
+            self._next_send_at = max(self._next_send_at, now + self.resend_delay(retry_after))
+        if ticket.epoch != self._epoch:
             return None
-        change = Change(self.limit, max(1, self.limit // 2), self.in_flight, self.max_concurrency, pause, retry_after)
-        if change.after < self.limit:
-            self._ceiling = self.limit
-        self.limit = change.after
+        self.ceiling = self.rate
         self._epoch += 1
-        self._run = 0
-        return change
+        self._rounds = 0
+        self._probe_step = self._min_step
+        return self._change(max(MIN_RATE, self.rate * DECREASE), retry_after, refused=True)
+
+    @staticmethod
+    def resend_delay(retry_after: float | None) -> float:
+        """Seconds a refused request waits before it is sent again: xAI's ``Retry-After`` (capped at
+        ``RETRY_AFTER_MAX``), else none beyond the pace."""
+        return 0.0 if retry_after is None else min(retry_after, RETRY_AFTER_MAX)
 
     def released(self) -> None:
         """A request let through failed otherwise than with a 429 (its own retry rules apply)."""
         self.in_flight -= 1
 
+    def _change(self, rate: float, retry_after: float | None = None, *, refused: bool = False) -> Change:
+        change = Change(self.rate, rate, refused, retry_after)
+        self.rate = rate
+        self._successes = 0
+        return change
+
+
+@dataclass
+class PaceReport:
+    """What the task log says about the pace: the first change at once, later ones summed up at most
+    every ``interval`` seconds, and a last word when the requests are done.
+
+    :param start: The starting pace (requests per second).
+    :param interval: Seconds between two reports.
+    """
+
+    start: float
+    interval: float = REPORT_INTERVAL
+    #: 429s seen in all (one slowdown may gather many).
+    refusals: int = 0
+    _told_at: float = -math.inf
+    _told_rate: float = 0.0
+    _slowdowns: int = 0
+    _speedups: int = 0
+    _retry_after: set[float] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self._told_rate = self.start
+
+    def refused(self) -> None:
+        """One more 429."""
+        self.refusals += 1
+
+    def changed(self, change: Change, in_flight: int, now: float) -> str | None:
+        """Note ``change``; the report to log now, if one is due."""
+        if change.refused:
+            self._slowdowns += 1
+            if change.retry_after is not None:
+                self._retry_after.add(change.retry_after)
+        else:
+            self._speedups += 1
+        if now - self._told_at < self.interval:
+            return None
+        return self._report(change.after, in_flight, now)
+
+    def final(self, rate: float) -> str:
+        """The last word: where the pace ended and how many 429s came."""
+        return (
+            f"Requests were paced at {rate:.2f} requests/s at the end (started at {self.start:.2f}); "
+            f"xAI answered 429 {self.refusals} time(s) (never billed)."
+        )
+
+    def _report(self, rate: float, in_flight: int, now: float) -> str:
+        reasons = []
+        if self._slowdowns:
+            waits = ", ".join(f"{seconds:g} s" for seconds in sorted(self._retry_after)) or "none"
+            reasons.append(
+                f"slowed down {self._slowdowns} time(s) by 429s from xAI (rate limited; Retry-After: {waits})"
+            )
+        if self._speedups:
+            reasons.append(f"sped up {self._speedups} time(s) after runs of successes")
+        message = (
+            f"Pace {rate:.2f} requests/s (was {self._told_rate:.2f}): {' and '.join(reasons)}; "
+            f"{in_flight} request(s) in flight, {self.refusals} 429(s) so far"
+        )
+        self._told_at, self._told_rate = now, rate
+        self._slowdowns = self._speedups = 0
+        self._retry_after.clear()
+        return message
+
 
 class _Limiter:
-    """What both wrappers share: the core, the task log and the error that stops a task."""
+    """What both wrappers share: the pacer, the task log and the error that stops a task."""
 
-    def __init__(self, max_concurrency: int, log: logging.Logger | Any, give_up_after: float) -> None:
-        self.core = AdaptiveConcurrency(max_concurrency, give_up_after=give_up_after)
+    def __init__(self, rate: float, log: logging.Logger | Any, give_up_after: float) -> None:
+        self.core = RatePacer(rate, give_up_after=give_up_after)
+        self.report = PaceReport(self.core.rate)
         self._log = log
         #: The arguments of the error every request raises once the limiter gave up.
         self._stop: tuple[str, str, int | None, str, float | None] | None = None
 
+    def log_final(self) -> None:
+        """Tell the task log where the pace ended."""
+        self._log.info("%s", self.report.final(self.core.rate))
+
     def _refused(self, ticket: Ticket, error: XaiRateLimitError) -> None:
-        change = self.core.refused(ticket, time.monotonic(), error.retry_after)
-        if change is not None:
-            self._log.warning("%s.", change.describe())
+        now = time.monotonic()
+        self.report.refused()
+        change = self.core.refused(ticket, now, error.retry_after)
+        if change is not None and (message := self.report.changed(change, self.core.in_flight, now)):
+            self._log.warning("%s.", message)
         if self.core.gave_up and self._stop is None:
             detail = (
                 f"{error.detail}; no request succeeded for {self.core.give_up_after:g} s of 429s, so the task "
-                "stops (a retry resumes where it stopped; share the limit between tasks with an Airflow pool, "
-                "or lower max_concurrency)"
+                "stops (a retry resumes where it stopped; lower the connection's requests_per_second, or "
+                "share the limit between tasks with an Airflow pool)"
             )
             self._stop = (error.method, error.path, error.status, detail, error.retry_after)
 
     def _succeeded(self, ticket: Ticket) -> None:
-        change = self.core.succeeded(ticket, time.monotonic())
-        if change is not None:
-            self._log.info("%s.", change.describe())
+        now = time.monotonic()
+        change = self.core.succeeded(ticket, now)
+        if change is not None and (message := self.report.changed(change, self.core.in_flight, now)):
+            self._log.info("%s.", message)
 
-    def _admitted(self) -> Ticket | None:
-        """A ticket when a request may go now; None to wait; raises once the limiter gave up."""
+    def _admitted(self) -> tuple[Ticket | None, float]:
+        """A ticket when a request may go now, else the seconds to wait; raises once the limiter gave up."""
         if self._stop is not None:
             raise XaiRateLimitError(*self._stop)
-        return self.core.admit(time.monotonic())
+        now = time.monotonic()
+        return self.core.admit(now), self.core.wait_time(now)
 
 
 class RateLimiter(_Limiter):
     """
     The rate limiter for the worker's threads: one per task, shared by all its requests.
 
-    :param max_concurrency: Most requests in flight (the task's ``max_concurrency``).
-    :param log: Where slowdowns and speed-ups are told (the task's log).
+    :param rate: Requests per second xAI allows (the connection's ``requests_per_second``).
+    :param log: Where changes of pace are told (the task's log).
     :param give_up_after: Seconds of 429s without a success after which requests raise.
     """
 
-    def __init__(self, max_concurrency: int, log: logging.Logger | Any, give_up_after: float = GIVE_UP_AFTER) -> None:
-        super().__init__(max_concurrency, log, give_up_after)
-        self._changed = threading.Condition()
+    def __init__(self, rate: float, log: logging.Logger | Any, give_up_after: float = GIVE_UP_AFTER) -> None:
+        super().__init__(rate, log, give_up_after)
+        self._lock = threading.Lock()
+        #: Held by the one thread waiting for the next send time; the others queue behind it.
+        self._turn = threading.Lock()
 
     def send(self, request: Callable[[], Result]) -> Result:
         """
-        Call ``request`` (one HTTP request that raises :class:`XaiRateLimitError` on a 429) when the
-        limiter lets it through, and again after each 429; return its result.
+        Call ``request`` (one HTTP request that raises :class:`XaiRateLimitError` on a 429) at the pace,
+        and again after each 429; return its result.
 
         :param request: Sends the request once.
         :raises XaiRateLimitError: No request succeeded for ``give_up_after`` seconds of 429s.
@@ -249,44 +334,46 @@ class RateLimiter(_Limiter):
             try:
                 result = request()
             except XaiRateLimitError as error:
-                with self._changed:
+                with self._lock:
                     self._refused(ticket, error)
-                    self._changed.notify_all()
+                time.sleep(self.core.resend_delay(error.retry_after))
                 continue
             except BaseException:
-                with self._changed:
+                with self._lock:
                     self.core.released()
-                    self._changed.notify_all()
                 raise
-            with self._changed:
+            with self._lock:
                 self._succeeded(ticket)
-                self._changed.notify_all()
             return result
 
     def _admit(self) -> Ticket:
-        with self._changed:
-            while (ticket := self._admitted()) is None:
-                self._changed.wait(self.core.wait_time(time.monotonic()))
-            return ticket
+        with self._turn:
+            while True:
+                with self._lock:
+                    ticket, wait = self._admitted()
+                if ticket is not None:
+                    return ticket
+                time.sleep(wait)
 
 
 class AsyncRateLimiter(_Limiter):
     """
     The rate limiter for one event loop (the trigger): one per trigger run, shared by all its requests.
 
-    :param max_concurrency: Most requests in flight (the task's ``max_concurrency``).
-    :param log: Where slowdowns and speed-ups are told (the trigger's log).
+    :param rate: Requests per second xAI allows (the connection's ``requests_per_second``).
+    :param log: Where changes of pace are told (the trigger's log).
     :param give_up_after: Seconds of 429s without a success after which requests raise.
     """
 
-    def __init__(self, max_concurrency: int, log: logging.Logger | Any, give_up_after: float = GIVE_UP_AFTER) -> None:
-        super().__init__(max_concurrency, log, give_up_after)
-        self._changed = asyncio.Event()
+    def __init__(self, rate: float, log: logging.Logger | Any, give_up_after: float = GIVE_UP_AFTER) -> None:
+        super().__init__(rate, log, give_up_after)
+        #: Held by the one task waiting for the next send time; the others queue behind it (in order).
+        self._turn = asyncio.Lock()
 
     async def send(self, request: Callable[[], Awaitable[Result]]) -> Result:
         """
-        Await ``request()`` (one HTTP request that raises :class:`XaiRateLimitError` on a 429) when the
-        limiter lets it through, and again after each 429; return its result.
+        Await ``request()`` (one HTTP request that raises :class:`XaiRateLimitError` on a 429) at the pace,
+        and again after each 429; return its result.
 
         :param request: Sends the request once.
         :raises XaiRateLimitError: No request succeeded for ``give_up_after`` seconds of 429s.
@@ -297,23 +384,18 @@ class AsyncRateLimiter(_Limiter):
                 result = await request()
             except XaiRateLimitError as error:
                 self._refused(ticket, error)
-                self._wake()
+                await asyncio.sleep(self.core.resend_delay(error.retry_after))
                 continue
             except BaseException:
                 self.core.released()
-                self._wake()
                 raise
             self._succeeded(ticket)
-            self._wake()
             return result
 
-    def _wake(self) -> None:
-        """Wake every waiting request (they ask the core again)."""
-        self._changed.set()
-        self._changed = asyncio.Event()
-
     async def _admit(self) -> Ticket:
-        while (ticket := self._admitted()) is None:
-            with suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), self.core.wait_time(time.monotonic()))
-        return ticket
+        async with self._turn:
+            while True:
+                ticket, wait = self._admitted()
+                if ticket is not None:
+                    return ticket
+                await asyncio.sleep(wait)

@@ -34,6 +34,10 @@ LOG_PATH = RESULTS_DIR / "bench.log"
 MODEL = "grok-imagine-image-quality"
 REGION = "us-east-1"
 AWS_CONN_ID = "aws_bench"
+#: The ``xai`` connection with default settings (``xai_default`` paces far above what any benchmark sends:
+#: the emulator has no rate limit but in F, which alone measures pacing by rate, through this one).
+DEFAULT_SETTINGS_CONN_ID = "xai_default_settings"
+UNPACED_REQUESTS_PER_SECOND = 10_000
 #: Env vars through which child processes find the servers the parent started.
 ENV_EMULATOR_URL = "BENCH_EMULATOR_URL"
 ENV_EMULATOR_PID = "BENCH_EMULATOR_PID"
@@ -288,8 +292,16 @@ class Servers:
             "password": "testing",
             "extra": {"endpoint_url": self.moto.url, "region_name": REGION},
         }
+        xai_conn = {
+            name: value
+            for name, value in json.loads(self.emulator.env["AIRFLOW_CONN_XAI_DEFAULT"]).items()
+            if name != "extra"
+        }
+        unpaced = {**xai_conn, "extra": {"requests_per_second": UNPACED_REQUESTS_PER_SECOND}}
         return {
             **self.emulator.env,
+            "AIRFLOW_CONN_XAI_DEFAULT": json.dumps(unpaced),
+            f"AIRFLOW_CONN_{DEFAULT_SETTINGS_CONN_ID.upper()}": json.dumps(xai_conn),
             "AIRFLOW_CONN_AWS_BENCH": json.dumps(aws_conn),
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",

@@ -22,7 +22,6 @@ with DAG(
         prompt=[f"Thumbnail for article {number}: an abstract geometric illustration" for number in range(6)],
         output_uri=OUTPUT_URI,
         resolution="1k",
-        max_concurrency=6,
         deferrable=True,
     )
 

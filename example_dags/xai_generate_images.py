@@ -35,7 +35,6 @@ with DAG(
         n=2,
         aspect_ratio="4:3",
         resolution="1k",
-        max_concurrency=4,
         max_cost_usd=1.00,
     )
 

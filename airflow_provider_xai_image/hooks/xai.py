@@ -53,15 +53,15 @@ from airflow_provider_xai_image.models import (
     parse_image_response,
 )
 from airflow_provider_xai_image.redaction import KeyScrubber
-from airflow_provider_xai_image.retry import retry_policy
+from airflow_provider_xai_image.retry import AmbiguousAttempts, retry_policy
 
 if TYPE_CHECKING:
     from airflow_provider_xai_image.ratelimit import AsyncRateLimiter, RateLimiter
 
 USER_AGENT = f"airflow-provider-xai-image/{__version__}"
 DOWNLOAD_CHUNK_BYTES = 256 * 1024
-#: Connection pool size: enough for the operators' highest sensible concurrency.
-POOL_SIZE = 64
+#: Connection pool size: the generate operator's default cap of requests in flight (``ratelimit.IN_FLIGHT_CAP``).
+POOL_SIZE = 128
 #: Results per page: a page of base64 images is held in memory whole, so not xAI's maximum of 1000.
 RESULTS_PAGE_LIMIT = 100
 #: Words of a 400's error text that mean the key was refused (xAI answers some wrong keys with 400).
@@ -179,9 +179,9 @@ class XaiHook(BaseHook):
 
     The connection's password is the API key (surrounding whitespace is stripped); its host an optional
     base URL (default ``https://api.x.ai/v1``); its extras ``timeout`` (seconds, or ``[connect, read]``),
-    ``max_retries``, ``max_ambiguous_retries`` and ``default_model``. Failures that surely were not
-    served (connection errors, 429, 503) are retried with exponential backoff and jitter, honouring
-    ``Retry-After``; a paid request that may have reached xAI is not re-sent unless
+    ``max_retries``, ``max_ambiguous_retries``, ``requests_per_second`` and ``default_model``. Failures that
+    surely were not served (connection errors, 429, 503) are retried with exponential backoff and jitter,
+    honouring ``Retry-After``; a paid request that may have reached xAI is not re-sent unless
     ``max_ambiguous_retries`` allows it (see :mod:`airflow_provider_xai_image.retry`). Image requests
     sent through a task's rate limiter leave 429s to it (see :mod:`airflow_provider_xai_image.ratelimit`).
 
@@ -281,10 +281,16 @@ class XaiHook(BaseHook):
 
     # -- one call, retried --------------------------------------------------------------------------
 
-    def _retrying(self, retry_rate_limits: bool = True) -> tenacity.Retrying:
+    def _retrying(
+        self, retry_rate_limits: bool = True, ambiguous: AmbiguousAttempts | None = None
+    ) -> tenacity.Retrying:
         settings = self.settings
         policy = retry_policy(
-            settings.max_retries, self.log, settings.max_ambiguous_retries, retry_rate_limits=retry_rate_limits
+            settings.max_retries,
+            self.log,
+            settings.max_ambiguous_retries,
+            retry_rate_limits=retry_rate_limits,
+            ambiguous=ambiguous,
         )
         return tenacity.Retrying(**policy)
 
@@ -299,6 +305,7 @@ class XaiHook(BaseHook):
         data: dict[str, str] | None = None,
         paid: bool = False,
         retry_rate_limits: bool = True,
+        ambiguous: AmbiguousAttempts | None = None,
     ) -> dict[str, Any]:
         """
         Send one API request and return its JSON object.
@@ -314,9 +321,11 @@ class XaiHook(BaseHook):
             times. Image requests also get the long read timeout.
         :param retry_rate_limits: Retry 429s (``max_retries``); False raises :class:`XaiRateLimitError` at
             once, for a rate limiter to handle.
+        :param ambiguous: The sends of this paid request that may have reached xAI, counted over every call
+            that sends it (a rate limiter's re-sends); default: this call's own.
         """
         timeout = self.settings.timeout(image_request=paid and method == "POST" and path.startswith("images/"))
-        for attempt in self._retrying(retry_rate_limits):
+        for attempt in self._retrying(retry_rate_limits, ambiguous):
             with attempt:
                 try:
                     response = self._session.request(
@@ -411,12 +420,24 @@ class XaiHook(BaseHook):
         :param limiter: The task's rate limiter, shared by its requests: a 429 slows them all down and the
             refused request is sent again when the limiter allows, never counting against ``max_retries``.
             Without one, a 429 is retried like a 503.
+        :raises XaiPossiblyBilledError: also when a send may have reached xAI and a later error (a 429)
+            ended the request.
         """
         self._warn_if_deprecated(request.model)
+        ambiguous = AmbiguousAttempts()
         send = partial(
-            self.call, "POST", request.path, json_body=request.body(), paid=True, retry_rate_limits=limiter is None
+            self.call,
+            "POST",
+            request.path,
+            json_body=request.body(),
+            paid=True,
+            retry_rate_limits=limiter is None,
+            ambiguous=ambiguous,
         )
-        payload = send() if limiter is None else limiter.send(send)
+        try:
+            payload = send() if limiter is None else limiter.send(send)
+        except XaiApiError as error:
+            raise ambiguous.ending(error) from None
         return parse_image_response(payload, request.model, request.n)
 
     def _warn_if_deprecated(self, model: str) -> None:
@@ -554,6 +575,7 @@ class XaiHook(BaseHook):
         params: dict[str, Any] | None = None,
         paid: bool = False,
         retry_rate_limits: bool = True,
+        ambiguous: AmbiguousAttempts | None = None,
     ) -> dict[str, Any]:
         """The async :meth:`call`: same retry policy, same errors.
 
@@ -564,12 +586,17 @@ class XaiHook(BaseHook):
         :param params: Query parameters, if any.
         :param paid: See :meth:`call`.
         :param retry_rate_limits: See :meth:`call`.
+        :param ambiguous: See :meth:`call`.
         """
         settings = self.settings
         connect, read = settings.timeout(image_request=paid and path.startswith("images/"))
         timeout = httpx.Timeout(read, connect=connect)
         policy = retry_policy(
-            settings.max_retries, self.log, settings.max_ambiguous_retries, retry_rate_limits=retry_rate_limits
+            settings.max_retries,
+            self.log,
+            settings.max_ambiguous_retries,
+            retry_rate_limits=retry_rate_limits,
+            ambiguous=ambiguous,
         )
         async for attempt in tenacity.AsyncRetrying(**policy):
             with attempt:
@@ -600,6 +627,7 @@ class XaiHook(BaseHook):
         :param limiter: The trigger's rate limiter (see :meth:`run_image_request`), or None.
         """
         self._warn_if_deprecated(request.model)
+        ambiguous = AmbiguousAttempts()
         send = partial(
             self.acall,
             client,
@@ -608,8 +636,12 @@ class XaiHook(BaseHook):
             json_body=request.body(),
             paid=True,
             retry_rate_limits=limiter is None,
+            ambiguous=ambiguous,
         )
-        payload = await (send() if limiter is None else limiter.send(send))
+        try:
+            payload = await (send() if limiter is None else limiter.send(send))
+        except XaiApiError as error:
+            raise ambiguous.ending(error) from None
         return parse_image_response(payload, request.model, request.n)
 
     async def aget_batch(self, client: httpx.AsyncClient, batch_id: str) -> Batch:

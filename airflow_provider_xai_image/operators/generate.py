@@ -39,7 +39,8 @@ class XaiGenerateImagesOperator(XaiImageRequestOperator):
     Before any paid request the task checks its parameters, that the output location is writable, and
     the API key (free ``GET /api-key``); failures a retry cannot fix fail the task without retries.
 
-    :param prompt: One prompt or a list of prompts (templated). Prompts run concurrently.
+    :param prompt: One prompt or a list of prompts (templated). Requests start at the pace xAI's rate
+        limit allows (the connection's ``requests_per_second``, slower on 429s), however long each takes.
     :param output_uri: Where images go, an object-storage URI such as ``s3://<conn_id>@bucket/prefix/``
         or ``file:///data/images/`` (templated).
     :param n: Images per prompt, 1..10 (templated).
@@ -50,7 +51,8 @@ class XaiGenerateImagesOperator(XaiImageRequestOperator):
     :param response_format: ``url`` (images downloaded from a temporary URL) or ``b64_json`` (inline).
     :param source_images: 1..3 images to edit: object-storage URIs (``s3://...``, ``file://...``),
         https URLs or data URIs; typically an upstream task's XCom (templated).
-    :param max_concurrency: Most requests in flight at once.
+    :param max_concurrency: Most requests in flight at once; None (default): a safety cap of 128 that
+        rarely binds (the pace decides). Set it to keep a task smaller than the rate limit allows.
     :param on_moderation: ``fail`` fails the task naming the prompt index when an image is filtered;
         ``skip`` records the filtered image in the manifest and goes on.
     :param max_cost_usd: Refuse before any request when the estimate is over this, and stop once the
@@ -76,7 +78,7 @@ class XaiGenerateImagesOperator(XaiImageRequestOperator):
         quality: str | None = None,
         response_format: str = "url",
         source_images: str | list[str] | None = None,
-        max_concurrency: int = 4,
+        max_concurrency: int | None = None,
         on_moderation: OnModeration = "fail",
         max_cost_usd: float | None = None,
         user: str | None = None,
@@ -169,19 +171,26 @@ class XaiGenerateImagesOperator(XaiImageRequestOperator):
                 ),
                 method_name="execute_complete",
             )
+        from airflow_provider_xai_image.ratelimit import RateLimiter, in_flight_cap  # not on every DAG parse
+
+        limiter = RateLimiter(self.hook.settings.requests_per_second, self.log)
+        in_flight = min(in_flight_cap(self.max_concurrency), len(todo))
         self.log.info(
-            "Generating %d image(s) for %d prompt(s) with %s, %d at a time, into %s",
+            "Generating %d image(s) for %d prompt(s) with %s into %s, starting at %.2f requests/s "
+            "(at most %d in flight)",
             sum(request.n for request, _ in todo.values()),
             len(todo),
             requests[next(iter(todo))].model,
-            min(self.max_concurrency, len(todo)),
             store.folder,
+            limiter.core.rate,
+            in_flight,
         )
-        from airflow_provider_xai_image.ratelimit import RateLimiter  # not on every DAG parse: brings tenacity
-
         with store:
-            generate = partial(_generate_one, self.hook, run, RateLimiter(self.max_concurrency, self.log))
-            deque(map_concurrently(generate, todo.items(), self.max_concurrency), maxlen=0)  # records: in the store
+            generate = partial(_generate_one, self.hook, run, limiter)
+            try:
+                deque(map_concurrently(generate, todo.items(), in_flight), maxlen=0)  # records: in the store
+            finally:
+                limiter.log_final()
         self.check_complete(requests, store)
         return self.finish(context, store, time.monotonic() - started)
 

@@ -200,20 +200,22 @@ class EmulatorBackend:
             latency = self._config.latency
         return random.uniform(*latency) if isinstance(latency, tuple) else latency
 
-    def take_api_fault(self, image_call: bool = False) -> ApiFault | None:
+    def take_api_fault(self, generation: bool = False) -> ApiFault | None:
         """Consume the next queued fault for a /v1 call: connection reset, scripted status, bad JSON.
 
-        :param image_call: The call is a generate or edit (``status_script_images_only`` spares the others).
+        :param generation: The call is a generate/edit call (``generation_status_script`` applies).
         """
         with self._lock:
             config = self._config
             if config.reset_connections:
                 config.reset_connections -= 1
                 return "reset_connection"
-            if config.status_script and (image_call or not config.status_script_images_only):
-                status, *config.status_script = config.status_script
-                retry_after = config.retry_after if status == 429 else None
-                return ApiError(status, f"Emulated {status} error (status_script).", retry_after=retry_after)
+            for script in ("status_script", "generation_status_script") if generation else ("status_script",):
+                if statuses := getattr(config, script):
+                    status, *rest = statuses
+                    setattr(config, script, rest)
+                    retry_after = config.retry_after if status == 429 else None
+                    return ApiError(status, f"Emulated {status} error ({script}).", retry_after=retry_after)
             if config.invalid_json:
                 config.invalid_json -= 1
                 return "invalid_json"

@@ -2,7 +2,7 @@
 
 One :class:`EmulatorConfig` holds both kinds. Settings (``latency``, ``image_ttl``, ``batch_seconds``,
 ``revised_prompt``, ``batch_error_shape``, ...) stay in force until changed; the one-shot faults
-(``status_script``, ``reset_connections``, ``invalid_json``, ``truncated_images``,
+(``status_script``, ``generation_status_script``, ``reset_connections``, ``invalid_json``, ``truncated_images``,
 ``truncated_images_no_length``, ``truncated_b64``, ``empty_responses``) count down as the emulator
 consumes them, so reading the config back shows what is still queued.
 """
@@ -109,13 +109,14 @@ class EmulatorConfig(BaseModel):
         description="Scripted error statuses quote the request's Authorization header in their message, raw, "
         "URL-encoded and JSON-escaped (as a careless proxy's error page might).",
     )
-    status_script_images_only: bool = Field(
-        default=False, description="Scripted statuses go to generate/edit calls only; other calls are served."
-    )
 
     # One-shot faults, consumed by the next /v1 calls (or image downloads) in order.
     status_script: list[int] = Field(
         default_factory=list, description="Statuses (429, 5xx, ...) returned by the next /v1 calls, in order."
+    )
+    generation_status_script: list[int] = Field(
+        default_factory=list,
+        description="Statuses returned by the next generate/edit calls only, in order (other calls pass).",
     )
     reset_connections: int = Field(
         default=0, ge=0, description="Next /v1 calls whose connection is closed with no response."
@@ -148,7 +149,7 @@ class EmulatorConfig(BaseModel):
             raise ValueError("must be seconds >= 0, or (min, max) with 0 <= min <= max")
         return value
 
-    @field_validator("status_script")
+    @field_validator("status_script", "generation_status_script")
     @classmethod
     def _statuses_are_errors(cls, value: list[int]) -> list[int]:
         for status in value:

@@ -236,12 +236,13 @@ class EmulatorApp:
             return _error_response(ApiError(500, "The emulator failed; see its log."))
 
     def _api_call(self, handler: Handler, request: Request, payload: Any, args: Mapping[str, Any]) -> Response | None:
-        if handler in (self._generate, self._edit):
+        generation = handler in (self._generate, self._edit)
+        if generation:
             self.backend.check_rate_limit()
         delay = self.backend.latency()
         if delay:
             time.sleep(delay)
-        fault = self.backend.take_api_fault(image_call=handler in (self._generate, self._edit))
+        fault = self.backend.take_api_fault(generation)
         if fault == "reset_connection":
             return None
         if fault == "invalid_json":

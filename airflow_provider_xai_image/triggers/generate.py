@@ -17,16 +17,20 @@ from airflow_provider_xai_image.exceptions import error_to_event
 from airflow_provider_xai_image.generation import GenerationRun
 from airflow_provider_xai_image.hooks.xai import XaiHook
 from airflow_provider_xai_image.models import ImageRequest
-from airflow_provider_xai_image.ratelimit import AsyncRateLimiter
+from airflow_provider_xai_image.ratelimit import AsyncRateLimiter, in_flight_cap
 from airflow_provider_xai_image.sources import read_source_images
 from airflow_provider_xai_image.storage import ImageStore
 
 Result = TypeVar("Result")
 
+#: Threads that download and store images at most (at 5 requests/s a few are busy).
+STORAGE_THREADS = 16
+
 
 class XaiGenerateImagesTrigger(BaseTrigger):
     """
-    Send image requests concurrently from the triggerer's event loop and store each image as it comes.
+    Send image requests from the triggerer's event loop at the pace of xAI's rate limit and store each image
+    as it comes.
 
     Safe to run more than once (Airflow runs a trigger again after a triggerer restart or failover):
     before sending anything it reads the records and stored images, exactly as a retried task does,
@@ -44,8 +48,9 @@ class XaiGenerateImagesTrigger(BaseTrigger):
     :param folder: The task instance's output folder URI.
     :param xai_conn_id: The ``xai`` Airflow connection.
     :param source_images: Source image URIs for edits (read here, on the triggerer), or None.
-    :param max_concurrency: Most requests in flight at once (also the size of the storage thread pool); fewer
-        while xAI answers 429 (see :mod:`airflow_provider_xai_image.ratelimit`).
+    :param max_concurrency: Most requests in flight at once; None: ``ratelimit.IN_FLIGHT_CAP``. Requests
+        start at the pace of the connection's ``requests_per_second``, slower on 429s (see
+        :mod:`airflow_provider_xai_image.ratelimit`).
     :param on_moderation: ``fail`` or ``skip``.
     :param max_cost_usd: The budget, or None.
     """
@@ -60,7 +65,7 @@ class XaiGenerateImagesTrigger(BaseTrigger):
         prompts: list[str] | None = None,
         xai_conn_id: str = DEFAULT_CONN_ID,
         source_images: list[str] | None = None,
-        max_concurrency: int = 4,
+        max_concurrency: int | None = None,
         on_moderation: str = "fail",
         max_cost_usd: float | None = None,
     ) -> None:
@@ -95,7 +100,8 @@ class XaiGenerateImagesTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         started = time.monotonic()
-        pool = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="xai-trigger-storage")
+        storage_threads = min(in_flight_cap(self.max_concurrency), STORAGE_THREADS)
+        pool = ThreadPoolExecutor(max_workers=storage_threads, thread_name_prefix="xai-trigger-storage")
         try:
             requests = await self._generate_and_store(pool)
         except Exception as error:
@@ -138,8 +144,8 @@ class XaiGenerateImagesTrigger(BaseTrigger):
             )
         if not todo:
             return 0
-        slots = asyncio.Semaphore(self.max_concurrency)
-        limiter = AsyncRateLimiter(self.max_concurrency, self.log)
+        slots = asyncio.Semaphore(in_flight_cap(self.max_concurrency))
+        limiter = AsyncRateLimiter(hook.settings.requests_per_second, self.log)
         failures: list[Exception] = []
         async with hook.async_client() as client:
             await hook.acheck_api_key(client)
@@ -162,6 +168,7 @@ class XaiGenerateImagesTrigger(BaseTrigger):
             try:
                 await asyncio.gather(*(generate_one(index, *item) for index, item in todo.items()))
             finally:
+                limiter.log_final()
                 await blocking(store.save_records)
         if failures:
             raise failures[0]

@@ -431,12 +431,16 @@ def test_status_script_answers_the_next_calls_in_order(xai_emulator: XaiEmulator
     assert xai_emulator.images_billed == 1
 
 
-def test_status_script_can_spare_calls_other_than_image_calls(xai_emulator: XaiEmulator) -> None:
-    xai_emulator.configure(status_script=[500], status_script_images_only=True)
+def test_generation_status_script_answers_only_generate_and_edit_calls(xai_emulator: XaiEmulator) -> None:
+    xai_emulator.configure(generation_status_script=[429, 500], retry_after=2)
 
-    assert call(xai_emulator, "GET", "api-key").status_code == 200
-    assert call(xai_emulator, "GET", "image-generation-models").status_code == 200
-    assert [generate(xai_emulator).status_code for _ in range(2)] == [500, 200]
+    key = call(xai_emulator, "GET", "api-key")
+    first, second, third = (generate(xai_emulator) for _ in range(3))
+
+    assert [r.status_code for r in (key, first, second, third)] == [200, 429, 500, 200]
+    assert first.headers["Retry-After"] == "2"
+    assert xai_emulator.config.generation_status_script == []
+    assert xai_emulator.images_billed == 1
 
 
 def test_scripted_errors_can_quote_the_authorization_header(xai_emulator: XaiEmulator) -> None:

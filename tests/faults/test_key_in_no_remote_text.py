@@ -44,7 +44,7 @@ def assert_no_key(text: str) -> None:
 @pytest.fixture
 def echoing(monkeypatch: pytest.MonkeyPatch) -> Iterator[XaiEmulator]:
     """An emulator with :data:`ODD_KEY` whose scripted errors of image calls quote the Authorization header."""
-    with XaiEmulator(api_key=ODD_KEY, echo_authorization=True, status_script_images_only=True) as emulator:
+    with XaiEmulator(api_key=ODD_KEY, echo_authorization=True) as emulator:
         monkeypatch.setenv("AIRFLOW_CONN_XAI_DEFAULT", conn_json(emulator))
         yield emulator
 
@@ -77,7 +77,7 @@ def test_a_500_echoing_the_key_leaves_no_trace_of_it(
 ) -> None:
     ctx = context()
     op = operator(output_uri, prompt=["a red kite"], n=1)
-    echoing.configure(status_script=[500])
+    echoing.configure(generation_status_script=[500])
     if deferrable:
         event = asyncio.run(first_event(deferred_trigger(op, ctx)))
         assert event["status"] == "error"

@@ -205,7 +205,7 @@ def test_a_failed_trigger_keeps_only_an_unstored_image_in_its_spool(
     triggerer_spool = tmp_path / "triggerer-spool"
     monkeypatch.setenv("AIRFLOW__XAI_IMAGE__SPOOL_DIR", str(triggerer_spool))
 
-    emulator.configure(status_script=[400], status_script_images_only=True)  # one prompt refused, one stored
+    emulator.configure(generation_status_script=[400])  # one prompt refused, one stored
     refused = asyncio.run(first_event(type(trigger)(**kwargs)))
     assert refused["status"] == "error"
     assert len(images_in(out)) == 1

@@ -13,6 +13,7 @@ from airflow_provider_xai_image.connection import (
     CONN_FIELDS,
     DEFAULT_MAX_AMBIGUOUS_RETRIES,
     DEFAULT_MAX_RETRIES,
+    DEFAULT_REQUESTS_PER_SECOND,
     UI_FIELD_BEHAVIOUR,
 )
 from airflow_provider_xai_image.hooks.xai import XaiHook
@@ -25,7 +26,13 @@ def test_form_fields_have_no_default_but_show_it_as_a_placeholder() -> None:
     for name, field in connection_type["conn-fields"].items():
         assert "default" not in field["schema"], f"{name} would be written into every connection saved from the UI"
         assert UI_FIELD_BEHAVIOUR["placeholders"][name], f"{name} shows no default"
-    assert set(CONN_FIELDS) == {"timeout", "max_retries", "max_ambiguous_retries", "default_model"}
+    assert set(CONN_FIELDS) == {
+        "timeout",
+        "max_retries",
+        "max_ambiguous_retries",
+        "requests_per_second",
+        "default_model",
+    }
 
 
 @pytest.mark.parametrize("empty", [None, ""])
@@ -43,5 +50,6 @@ def test_a_ui_style_connection_without_extras_uses_the_defaults(
         DEFAULT_MAX_RETRIES,
         DEFAULT_MAX_AMBIGUOUS_RETRIES,
     )
+    assert settings.requests_per_second == DEFAULT_REQUESTS_PER_SECOND == 5.0
     assert settings.default_model == DEFAULT_MODEL
     assert hook.generate_images("a lighthouse").model == DEFAULT_MODEL

@@ -73,7 +73,7 @@ def test_connection_form_hides_and_relabels_fields(providers_manager) -> None:
 def test_connection_form_has_the_extra_fields(providers_manager) -> None:
     widgets = providers_manager.connection_form_widgets
 
-    for name in ("timeout", "max_retries", "max_ambiguous_retries", "default_model"):
+    for name in ("timeout", "max_retries", "max_ambiguous_retries", "requests_per_second", "default_model"):
         widget = widgets[f"extra__xai__{name}"]
         assert widget.hook_class_name == "airflow_provider_xai_image.hooks.xai.XaiHook"
         assert widget.field_name == name
@@ -85,6 +85,7 @@ def test_connection_form_has_the_extra_fields(providers_manager) -> None:
     assert placeholders["extra__xai__max_retries"] == "5"
     assert placeholders["extra__xai__max_ambiguous_retries"] == "0"  # never pay twice by default
     assert placeholders["extra__xai__timeout"] == "900.0"  # image requests take minutes
+    assert placeholders["extra__xai__requests_per_second"] == "5"  # xAI's limit per model
 
 
 def test_prefixed_form_extras_are_read_by_the_hook(emulator, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -93,6 +94,7 @@ def test_prefixed_form_extras_are_read_by_the_hook(emulator, monkeypatch: pytest
         "extra__xai__timeout": 7,
         "extra__xai__max_retries": 1,
         "extra__xai__max_ambiguous_retries": 2,
+        "extra__xai__requests_per_second": "12.5",
         "extra__xai__default_model": "grok-imagine-image",
     }
     conn = {"conn_type": "xai", "password": emulator.api_key, "host": emulator.base_url, "extra": extra}
@@ -100,6 +102,7 @@ def test_prefixed_form_extras_are_read_by_the_hook(emulator, monkeypatch: pytest
     hook = XaiHook(xai_conn_id="xai_form")
 
     assert (hook.settings.read_timeout, hook.settings.max_retries, hook.settings.max_ambiguous_retries) == (7.0, 1, 2)
+    assert hook.settings.requests_per_second == 12.5  # the form's text field stores a string
     assert hook.generate_images("a form").model == "grok-imagine-image"
     assert emulator.requests_log[-1].json["model"] == "grok-imagine-image"
 

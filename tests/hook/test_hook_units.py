@@ -437,6 +437,17 @@ def test_a_bad_retry_count_is_a_config_error(value: Any) -> None:
         settings(max_ambiguous_retries=value)
 
 
+@pytest.mark.parametrize(("value", "expected"), [(20, 20.0), ("12.5", 12.5), (0.5, 0.5), (None, 5.0), ("", 5.0)])
+def test_requests_per_second(value: Any, expected: float) -> None:
+    assert settings(requests_per_second=value).requests_per_second == expected
+
+
+@pytest.mark.parametrize("value", [0, -5, "fast", True, float("inf"), float("nan"), [5]])
+def test_a_bad_requests_per_second_is_a_config_error(value: Any) -> None:
+    with pytest.raises(XaiConnectionConfigError, match="'requests_per_second' must be requests per second > 0"):
+        settings(requests_per_second=value)
+
+
 def test_prefixed_extras_of_the_ui_form() -> None:
     parsed = settings(
         extra__xai__timeout=12, extra__xai__max_retries="3", extra__xai__default_model="grok-imagine-image"

@@ -652,7 +652,7 @@ def test_trigger_serializes_without_key_or_image_bytes(xai_conn: XaiEmulator, tm
     assert kwargs["xai_conn_id"] == "xai_default"
     assert kwargs["on_moderation"] == "skip"
     assert kwargs["max_cost_usd"] == 1.0
-    assert kwargs["max_concurrency"] == 4
+    assert kwargs["max_concurrency"] is None  # the default: the pace decides, bounded by the safety cap
     assert kwargs["prices"] == {"0": PRICE_TICKS, "1": PRICE_TICKS}
     assert kwargs["fingerprints"] == {str(index): value for index, value in fingerprints(op).items()}
     assert {index: body["prompt"] for index, body in kwargs["requests"].items()} == {

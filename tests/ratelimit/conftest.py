@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
+from ratelimit_support import connect
 
 from airflow_provider_xai_image.hooks.xai import XaiHook
 from airflow_provider_xai_image.testing import XaiEmulator
@@ -15,13 +15,7 @@ from airflow_provider_xai_image.testing import XaiEmulator
 def emulator(xai_emulator: XaiEmulator, monkeypatch: pytest.MonkeyPatch) -> XaiEmulator:
     """The plugin's emulator as ``xai_default`` with ``max_retries=0``: any 429 a request retried on its
     own (not through the limiter) would fail it."""
-    conn = {
-        "conn_type": "xai",
-        "password": xai_emulator.api_key,
-        "host": xai_emulator.base_url,
-        "extra": {"max_retries": 0, "timeout": 20},
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_XAI_DEFAULT", json.dumps(conn))
+    connect(monkeypatch, xai_emulator)
     return xai_emulator
 
 
