@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from airflow.sdk import DAG, ObjectStoragePath, XComArg, task
-from xai_example_utils import OUTPUT_URI, check_images, write_gallery
+from xai_example_utils import OUTPUT_URI, check_images, every_item, write_gallery
 
 from airflow_provider_xai_image.operators.generate import XaiGenerateImagesOperator
 
@@ -46,8 +46,9 @@ with DAG(
 
     @task
     def gallery(generate_manifest: str, edit_manifests: list[str]) -> str:
-        """Write index.html beside the images: thumbnails, prompts, revised prompts (when xAI sent any) and cost."""
-        return write_gallery([generate_manifest, *edit_manifests], ObjectStoragePath(OUTPUT_URI))
+        """Write index.html beside the images: each edit beside its source, prompts, revised prompts (when xAI
+        sent any) and cost."""
+        return write_gallery([generate_manifest, *every_item(edit_manifests)], ObjectStoragePath(OUTPUT_URI))
 
     check_images(generate.output) >> edit
     check_images.override(task_id="check_edits")(edit.output) >> gallery(

@@ -187,6 +187,18 @@ def test_make_demo_writes_a_gallery_of_every_image(tmp_path: Path) -> None:
         image["revised_prompt"] is None for path in manifests for image in json.loads(path.read_text())["images"]
     )
     assert page.count("no revised prompt from xAI") == len(image_uris)
+    # each edit beside its source, which has no card of its own
+    cards = [re.findall(r'<img src="([^"]+)"', card) for card in re.findall(r"<article.*?</article>", page, re.S)]
+    edits = [json.loads(path.read_text()) for path in manifests if path.parent.parent.name == "edit"]
+    assert sorted(cards) == sorted(
+        [
+            *[source.removeprefix(out_dir.as_uri() + "/") for source in edit["parameters"]["source_images"]],
+            edit["images"][0]["uri"].removeprefix(out_dir.as_uri() + "/"),
+        ]
+        for edit in edits
+    )
+    # a successful demo logs no error (Airflow logs one when a task iterates a mapped task's XComs to their end)
+    assert not re.search(r"\[(error|critical) *\]", output), output[-20_000:]
 
 
 def test_gallery_shows_a_revised_prompt_only_when_xai_sent_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -215,4 +227,45 @@ def test_gallery_shows_a_revised_prompt_only_when_xai_sent_one(tmp_path: Path, m
     assert page.count(NO_REVISED_PROMPT) == 2
     assert "<i>A red kite &amp; a blue sky</i>" in page
     assert "A &lt;red&gt; kite" in page
+    assert "<h1>3 images · total cost $0.1500</h1>" in page
+
+
+def test_gallery_shows_an_edit_beside_its_source_and_escapes_every_manifest_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(EXAMPLE_DAGS))
+    from airflow.sdk import ObjectStoragePath
+    from xai_example_utils import write_gallery
+
+    def manifest(name: str, uri: str, sources: list[str] | str | None) -> str:
+        image = {
+            "uri": uri,
+            "prompt": '<script>alert("prompt")</script>',
+            "revised_prompt": "<img src=x onerror=alert(1)>",
+            "model": '"><script>alert("model")</script>',
+            "bytes": 1234,
+            "cost_usd_ticks": 500_000_000,
+        }
+        path = tmp_path / name
+        document = {"images": [image], "totals": {"cost_usd_ticks": 500_000_000}}
+        path.write_text(json.dumps({**document, "parameters": {"source_images": sources}}))
+        return path.as_uri()
+
+    source = f"{tmp_path.as_uri()}/gen/a.jpg"
+    manifests = [
+        manifest("generated.json", source, None),
+        manifest("edit.json", f"{tmp_path.as_uri()}/edit/javascript:alert(1).jpg", source),
+        manifest("elsewhere.json", f"{tmp_path.as_uri()}/edit/b.jpg", ["javascript:alert(2)", source]),
+    ]
+
+    page = Path(write_gallery(manifests, ObjectStoragePath(tmp_path.as_uri())).removeprefix("file://")).read_text()
+
+    cards = [re.findall(r'<img src="([^"]+)"', card) for card in re.findall(r"<article.*?</article>", page, re.S)]
+    assert cards == [["gen/a.jpg", "edit/javascript%3Aalert%281%29.jpg"], ["gen/a.jpg", "edit/b.jpg"]]
+    assert "not in this folder: javascript:alert(2)" in page
+    assert "<script" not in page
+    assert "<img src=x" not in page
+    assert 'href="javascript' not in page
+    assert page.count("&lt;script&gt;alert(&quot;prompt&quot;)&lt;/script&gt;") == 4  # 2 cards: 2 + 2 figures
+    assert page.count("&quot;&gt;&lt;script&gt;alert(&quot;model&quot;)&lt;/script&gt;") == 4
     assert "<h1>3 images · total cost $0.1500</h1>" in page
