@@ -2,10 +2,10 @@
 system's Chromium) signs in to the Airflow UI, opens the review task's required action, sees the 4
 thumbnails loaded, ticks two images and responds; a user who may not read the DAG sees no image.
 
-Needs ``pip install playwright`` and a Chromium at ``XAI_TEST_CHROMIUM`` (default ``/usr/bin/chromium``,
-Debian's ``chromium`` package); nothing is downloaded. The form's screenshot goes to the test's
-temporary folder, or to ``XAI_REVIEW_SCREENSHOT`` (``XAI_REVIEW_SCREENSHOT=docs/review.png`` renews the
-README's).
+Needs ``playwright`` (the dev extra) and a Chromium at ``XAI_TEST_CHROMIUM`` (default ``/usr/bin/chromium``,
+Debian's ``chromium`` package, which ``make test`` installs); nothing is downloaded. The form's screenshot
+goes to the test's temporary folder, or to ``XAI_REVIEW_SCREENSHOT`` (``XAI_REVIEW_SCREENSHOT=docs/review.png``
+renews the one in docs/gallery-and-review.md).
 """
 
 from __future__ import annotations
