@@ -1,5 +1,5 @@
 """Fixture of the review tests: Airflow's services with the review test DAG and the review example DAG
-(whose review times out after a few seconds), the emulator and moto S3."""
+(whose review times out unanswered), the emulator and moto S3."""
 
 from __future__ import annotations
 
@@ -21,8 +21,11 @@ from review_support import DAG_ID, REVIEW_TESTS, AirflowServices
 
 EXAMPLE_DAGS = REVIEW_TESTS.parents[1] / "example_dags"
 EXAMPLE_FILES = ("xai_review_images.py", "xai_example_utils.py", ".airflowignore")
-#: Nobody answers the example's review: it times out after this long.
-EXAMPLE_REVIEW_TIMEOUT_SECONDS = 5
+#: Nobody answers the example's review: it times out after this long. The timeout resumes the task as a
+#: response does, so it must come after the parked worker's exit has reached the scheduler (see
+#: ``AirflowServices.wait_for_input``): that exit comes up to a worker heartbeat interval (5 s) after the
+#: task parked, later on a loaded machine.
+EXAMPLE_REVIEW_TIMEOUT_SECONDS = 20
 
 
 @pytest.fixture(scope="package")

@@ -121,9 +121,12 @@ class AirflowServices:
         """The end of every service's log."""
         parts = [f"--- api-server ---\n{self.api.log_tail(chars)}"]
         for name in self.processes:
-            path = self.api.log_path.parent / f"{name}.log"
-            parts.append(f"--- {name} ---\n{path.read_text(errors='replace')[-chars:]}")
+            parts.append(f"--- {name} ---\n{self.service_log(name)[-chars:]}")
         return "\n".join(parts)
+
+    def service_log(self, name: str) -> str:
+        """What a service (one of :data:`SERVICES`) has logged so far."""
+        return (self.api.log_path.parent / f"{name}.log").read_text(errors="replace")
 
     def request(self, method: str, path: str, user: str = REVIEWER, **kwargs: Any) -> httpx.Response:
         """Call the API server as ``user`` (a bearer token)."""
@@ -170,28 +173,67 @@ class AirflowServices:
         response = self.request("GET", f"{self.run_path(dag_id, run_id)}/taskInstances/{task_id}")
         return response.json().get("state") if response.status_code == 200 else None
 
-    def wait_for_task_state(self, dag_id: str, run_id: str, task_id: str, states: tuple[str, ...]) -> None:
-        """Wait until the task instance is in one of ``states`` (fail early when the run failed)."""
+    def wait_for_input(self, dag_id: str, run_id: str, task_id: str) -> None:
+        """Wait until the task instance waits for input, and the scheduler has seen the worker that parked it
+        finish (fail early when the run failed).
 
-        def reached() -> bool | None:
+        A response must not come before: the resumed task runs under the same executor key (same try
+        number), so when the parked worker's exit (the supervisor lingers up to a heartbeat interval after
+        the task parked) reached the executor while the resumed task was queued or running, the scheduler
+        took it for the resumed task's end ("finished with state success, but the task instance's state
+        attribute is running") and failed it. The scheduler's log is the only place that records the exit.
+        """
+        finished = f"TaskInstance Finished: dag_id={dag_id}, task_id={task_id}, run_id={run_id}, map_index=-1,"
+
+        def parked() -> bool | None:
             if self.run_state(dag_id, run_id) == "failed":
-                raise AssertionError(f"The run failed while waiting for {task_id} in {states}:\n{self.logs()}")
-            return True if self.task_state(dag_id, run_id, task_id) in states else None
+                raise AssertionError(f"The run failed while waiting for {task_id} to wait for input:\n{self.logs()}")
+            state = self.task_state(dag_id, run_id, task_id)
+            if state not in WAITING_FOR_INPUT:
+                return None
+            exits = (line for line in self.service_log("scheduler").splitlines() if finished in line)
+            return True if any(f" state={state}," in line for line in exits) else None
 
-        self.wait_for(f"{task_id} to be in {states}", reached)
+        self.wait_for(f"{task_id} to wait for input, its worker done", parked)
 
     def run_state(self, dag_id: str, run_id: str) -> str:
         """A DAG run's state."""
         return self.request("GET", self.run_path(dag_id, run_id)).json()["state"]
 
-    def wait_for_run_end(self, dag_id: str, run_id: str) -> str:
-        """Wait until the DAG run ends; return its state."""
+    def assert_run_ends(self, dag_id: str, run_id: str, expected: str = "success") -> None:
+        """Wait until the DAG run ends; unless it ended ``expected``, fail with :meth:`run_report`."""
 
         def ended() -> str | None:
             state = self.run_state(dag_id, run_id)
             return state if state in ("success", "failed") else None
 
-        return self.wait_for(f"the run {run_id} to end", ended)
+        state = self.wait_for(f"the run {run_id} to end", ended)
+        assert state == expected, f"The run {run_id} ended {state}, not {expected}:\n{self.run_report(dag_id, run_id)}"
+
+    def run_report(self, dag_id: str, run_id: str, chars: int = 6000) -> str:
+        """A DAG run's task instances with their states, the end of the task logs of those that failed, and
+        what the scheduler logged about the run.
+
+        :param chars: How much of the end of each log.
+        """
+        response = self.request("GET", f"{self.run_path(dag_id, run_id)}/taskInstances")
+        task_instances = response.json().get("task_instances", []) if response.status_code == 200 else []
+        parts = [f"{ti['task_id']}: {ti['state']} (try {ti['try_number']})" for ti in task_instances]
+        for ti in task_instances:
+            if ti["state"] in ("failed", "up_for_retry"):
+                folder = self.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={ti['task_id']}"
+                for log in sorted(folder.rglob("attempt=*.log")):
+                    parts.append(f"--- {log.relative_to(folder)} of {ti['task_id']} ---")
+                    parts.append(log.read_text(errors="replace")[-chars:])
+        task_lines = ("[task]", "[airflow.task")  # the tasks' own, shown above
+        about_run = [
+            line
+            for line in self.service_log("scheduler").splitlines()
+            if run_id in line and not any(marker in line for marker in task_lines)
+        ]
+        parts.append("--- the scheduler about the run ---")
+        parts.append("\n".join(about_run)[-chars:])
+        return "\n".join(parts)
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
         """An XCom value of a task instance (not mapped)."""

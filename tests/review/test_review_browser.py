@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import pytest
 from gallery_auth import OUTSIDER
-from review_support import DAG_ID, REVIEWER, WAITING_FOR_INPUT
+from review_support import DAG_ID, REVIEWER
 
 from airflow_provider_xai_image.review import REVIEW_NAME
 
@@ -82,7 +82,7 @@ def loaded_thumbnails(page: Any) -> list[str]:
 def test_reviewer_ticks_two_images_in_the_ui(review_services: SimpleNamespace, browser: Any, tmp_path: Path) -> None:
     env, services = review_services, review_services.services
     run_id = services.trigger(DAG_ID)
-    services.wait_for_task_state(DAG_ID, run_id, "review", WAITING_FOR_INPUT)
+    services.wait_for_input(DAG_ID, run_id, "review")
     names = services.request("GET", f"{services.run_path(DAG_ID, run_id)}/taskInstances/review/-1/hitlDetails").json()[
         "options"
     ][:-1]
@@ -111,7 +111,7 @@ def test_reviewer_ticks_two_images_in_the_ui(review_services: SimpleNamespace, b
     page.screenshot(path=os.environ.get("XAI_REVIEW_SCREENSHOT") or str(tmp_path / "review.png"), full_page=True)
     page.get_by_role("button", name="Respond").click()
 
-    assert services.wait_for_run_end(DAG_ID, run_id) == "success"
+    services.assert_run_ends(DAG_ID, run_id)
     folder = f"s3://aws_moto@{env.bucket}/approved/{run_id}/"
     assert services.xcom(DAG_ID, run_id, "review") == [folder + name for name in approved]
     assert services.xcom(DAG_ID, run_id, "use_approved") == [folder + name for name in approved]

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from review_support import DAG_ID, READER, WAITING_FOR_INPUT
+from review_support import DAG_ID, READER
 
 from airflow_provider_xai_image.operators.review import REJECT_ALL
 from airflow_provider_xai_image.review import REVIEW_NAME
@@ -28,7 +28,7 @@ def run_until_review(env: SimpleNamespace) -> tuple[str, dict[str, Any]]:
     """Trigger a run and wait until the review task waits for input; return the run id and its hitlDetails."""
     services = env.services
     run_id = services.trigger(DAG_ID)
-    services.wait_for_task_state(DAG_ID, run_id, "review", WAITING_FOR_INPUT)
+    services.wait_for_input(DAG_ID, run_id, "review")
     response = services.request("GET", hitl_path(services, run_id))
     assert response.status_code == 200, response.text
     return run_id, response.json()
@@ -67,7 +67,7 @@ def test_approving_two_images_publishes_exactly_those(review_services: SimpleNam
 
     approved = [names[1], names[2]]
     respond(env, run_id, approved, "Two pass")
-    assert services.wait_for_run_end(DAG_ID, run_id) == "success"
+    services.assert_run_ends(DAG_ID, run_id)
 
     published = services.xcom(DAG_ID, run_id, "review")
     folder = f"s3://aws_moto@{env.bucket}/approved/{run_id}/"
@@ -108,7 +108,7 @@ def test_reject_all_gives_an_empty_list_and_no_asset_event(review_services: Simp
     run_id, _ = run_until_review(env)
 
     respond(env, run_id, [REJECT_ALL], None)
-    assert services.wait_for_run_end(DAG_ID, run_id) == "success"
+    services.assert_run_ends(DAG_ID, run_id)
 
     assert services.xcom(DAG_ID, run_id, "review") == []
     assert services.xcom(DAG_ID, run_id, "use_approved") == []
@@ -125,7 +125,7 @@ def test_the_example_dag_times_out_to_reject_all_and_regenerates_each_prompt_onc
     env, services = review_services, review_services.services
     run_id = services.trigger(EXAMPLE_DAG_ID)
 
-    assert services.wait_for_run_end(EXAMPLE_DAG_ID, run_id) == "success"
+    services.assert_run_ends(EXAMPLE_DAG_ID, run_id)
 
     assert services.xcom(EXAMPLE_DAG_ID, run_id, "review") == []
     generated = services.xcom(EXAMPLE_DAG_ID, run_id, "generate")
