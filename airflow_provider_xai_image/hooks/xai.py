@@ -17,6 +17,23 @@ from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHo
 from requests.adapters import HTTPAdapter
 
 from airflow_provider_xai_image import __version__
+from airflow_provider_xai_image.api.images import (
+    API_KEY_PATH,
+    BATCH_FILE_FIELDS,
+    BATCHES_PATH,
+    DEPRECATED_MODELS,
+    FILES_PATH,
+    HIGHEST_KNOWN_PRICE_USD_TICKS,
+    MAX_PAGE_LIMIT,
+    MODELS_PATH,
+    Batch,
+    BatchResult,
+    ImageGenerationResult,
+    ImageModel,
+    ImageRequest,
+    parse_batch_results_page,
+    parse_image_response,
+)
 from airflow_provider_xai_image.connection import (
     CONN_TYPE,
     DEFAULT_CONN_ID,
@@ -34,29 +51,12 @@ from airflow_provider_xai_image.exceptions import (
     XaiRateLimitError,
     XaiServerError,
 )
-from airflow_provider_xai_image.image_types import MAX_IMAGE_BYTES, ImageWriter, VerifiedImage
-from airflow_provider_xai_image.models import (
-    API_KEY_PATH,
-    BATCH_FILE_FIELDS,
-    BATCHES_PATH,
-    DEPRECATED_MODELS,
-    FILES_PATH,
-    HIGHEST_KNOWN_PRICE_USD_TICKS,
-    MAX_PAGE_LIMIT,
-    MODELS_PATH,
-    Batch,
-    BatchResult,
-    ImageGenerationResult,
-    ImageModel,
-    ImageRequest,
-    parse_batch_results_page,
-    parse_image_response,
-)
-from airflow_provider_xai_image.redaction import KeyScrubber
-from airflow_provider_xai_image.retry import AmbiguousAttempts, retry_policy
+from airflow_provider_xai_image.hooks.redaction import KeyScrubber
+from airflow_provider_xai_image.hooks.retry import AmbiguousAttempts, retry_policy
+from airflow_provider_xai_image.storage.image_checks import MAX_IMAGE_BYTES, ImageWriter, VerifiedImage
 
 if TYPE_CHECKING:
-    from airflow_provider_xai_image.ratelimit import AsyncRateLimiter, RateLimiter
+    from airflow_provider_xai_image.engine.ratelimit import AsyncRateLimiter, RateLimiter
 
 USER_AGENT = f"airflow-provider-xai-image/{__version__}"
 DOWNLOAD_CHUNK_BYTES = 256 * 1024
@@ -182,8 +182,8 @@ class XaiHook(BaseHook):
     ``max_retries``, ``max_ambiguous_retries``, ``requests_per_second`` and ``default_model``. Failures that
     surely were not served (connection errors, 429, 503) are retried with exponential backoff and jitter,
     honouring ``Retry-After``; a paid request that may have reached xAI is not re-sent unless
-    ``max_ambiguous_retries`` allows it (see :mod:`airflow_provider_xai_image.retry`). Image requests
-    sent through a task's rate limiter leave 429s to it (see :mod:`airflow_provider_xai_image.ratelimit`).
+    ``max_ambiguous_retries`` allows it (see :mod:`airflow_provider_xai_image.hooks.retry`). Image requests
+    sent through a task's rate limiter leave 429s to it (see :mod:`airflow_provider_xai_image.engine.ratelimit`).
 
     :param xai_conn_id: The Airflow connection to use.
     """

@@ -9,22 +9,22 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
-from airflow_provider_xai_image.budget import usd
+from airflow_provider_xai_image.api.images import ImageRequest
 from airflow_provider_xai_image.connection import DEFAULT_CONN_ID
+from airflow_provider_xai_image.engine.budget import usd
+from airflow_provider_xai_image.engine.generation import ByPrompt
+from airflow_provider_xai_image.engine.sources import read_source_images
+from airflow_provider_xai_image.engine.task_parameters import TaskParameters
 from airflow_provider_xai_image.exceptions import XaiPermanentError
-from airflow_provider_xai_image.generation import ByPrompt
-from airflow_provider_xai_image.lineage import (
+from airflow_provider_xai_image.ledger.records import TaskInstanceId
+from airflow_provider_xai_image.operators.lineage import (
     asset_uri,
     openlineage_datasets,
     report,
     storage_sources,
     with_output_alias,
 )
-from airflow_provider_xai_image.models import ImageRequest
-from airflow_provider_xai_image.params import TaskParameters
-from airflow_provider_xai_image.records import TaskInstanceId
-from airflow_provider_xai_image.sources import read_source_images
-from airflow_provider_xai_image.storage import ImageStore, task_output_path
+from airflow_provider_xai_image.storage.image_store import ImageStore, task_output_path
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import ObjectStoragePath
 
-from airflow_provider_xai_image.batch_state import judge, judge_one, split_batch_ids
-from airflow_provider_xai_image.batching import batch_files
-from airflow_provider_xai_image.concurrency import map_concurrently
+from airflow_provider_xai_image.api.batch_files import batch_files
+from airflow_provider_xai_image.api.batch_status import judge, judge_one, split_batch_ids
+from airflow_provider_xai_image.api.images import Batch, BatchResult, ImageRequest
 from airflow_provider_xai_image.connection import DEFAULT_CONN_ID
+from airflow_provider_xai_image.engine.concurrency import map_concurrently
+from airflow_provider_xai_image.engine.task_parameters import TaskParameters
 from airflow_provider_xai_image.exceptions import (
     XaiBadRequestError,
     XaiBatchFailedError,
@@ -29,15 +31,13 @@ from airflow_provider_xai_image.exceptions import (
     XaiPossiblyBilledError,
     XaiRequestValidationError,
 )
-from airflow_provider_xai_image.models import Batch, BatchResult, ImageRequest
+from airflow_provider_xai_image.ledger.records import RequestRecord, batch_fingerprint
 from airflow_provider_xai_image.operators.base import (
     XaiImageOutputOperator,
     XaiImageRequestOperator,
     failing_without_retry,
 )
-from airflow_provider_xai_image.params import TaskParameters
-from airflow_provider_xai_image.records import RequestRecord, batch_fingerprint
-from airflow_provider_xai_image.storage import MANIFEST_NAME, ImageStore, safe_segment
+from airflow_provider_xai_image.storage.image_store import MANIFEST_NAME, ImageStore, safe_segment
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

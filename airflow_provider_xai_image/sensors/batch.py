@@ -14,12 +14,12 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
-from airflow_provider_xai_image.batch_state import judge, split_batch_ids
+from airflow_provider_xai_image.api.batch_status import judge, split_batch_ids
 from airflow_provider_xai_image.connection import DEFAULT_CONN_ID
+from airflow_provider_xai_image.engine.task_parameters import TaskParameters
 from airflow_provider_xai_image.exceptions import XaiBatchFailedError, XaiBatchRefusedError
 from airflow_provider_xai_image.operators.base import failing_without_retry
 from airflow_provider_xai_image.operators.batch import raise_for_event
-from airflow_provider_xai_image.params import TaskParameters
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

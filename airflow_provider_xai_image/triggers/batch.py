@@ -9,7 +9,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_xai_image.batch_state import judge
+from airflow_provider_xai_image.api.batch_status import judge
 from airflow_provider_xai_image.connection import DEFAULT_CONN_ID
 from airflow_provider_xai_image.exceptions import XaiError
 from airflow_provider_xai_image.hooks.xai import XaiHook

@@ -17,11 +17,11 @@ from airflow.providers.common.compat.sdk import AirflowFailException
 from fault_support import context, generation_posts, images_in, manifest_of
 from test_trigger_runs_twice import deferred_trigger, first_event, operator
 
-from airflow_provider_xai_image import storage
 from airflow_provider_xai_image.exceptions import XaiStorageConfigError
 from airflow_provider_xai_image.operators.generate import XaiGenerateImagesOperator
-from airflow_provider_xai_image.spool import Spool
-from airflow_provider_xai_image.storage import ImageStore, task_output_path
+from airflow_provider_xai_image.storage import image_store as storage
+from airflow_provider_xai_image.storage.image_store import ImageStore, task_output_path
+from airflow_provider_xai_image.storage.spool import Spool
 from airflow_provider_xai_image.testing import XaiEmulator
 
 NOBODY = 65534

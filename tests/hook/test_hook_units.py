@@ -13,18 +13,8 @@ import pytest
 from airflow.sdk import Connection
 from PIL import Image
 
-from airflow_provider_xai_image.batching import batch_files
-from airflow_provider_xai_image.connection import (
-    DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_IMAGE_READ_TIMEOUT,
-    DEFAULT_MAX_AMBIGUOUS_RETRIES,
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_READ_TIMEOUT,
-    XaiConnectionSettings,
-)
-from airflow_provider_xai_image.exceptions import XaiConnectionConfigError, XaiImageError
-from airflow_provider_xai_image.image_types import HEADER_BYTES, ImageType, ImageWriter, sniff_image_type
-from airflow_provider_xai_image.models import (
+from airflow_provider_xai_image.api.batch_files import batch_files
+from airflow_provider_xai_image.api.images import (
     BATCH_FILE_MAX_BYTES,
     DEFAULT_BASE_URL,
     DEFAULT_MODEL,
@@ -34,6 +24,16 @@ from airflow_provider_xai_image.models import (
     parse_batch_results_page,
     parse_image_response,
 )
+from airflow_provider_xai_image.connection import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_IMAGE_READ_TIMEOUT,
+    DEFAULT_MAX_AMBIGUOUS_RETRIES,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_READ_TIMEOUT,
+    XaiConnectionSettings,
+)
+from airflow_provider_xai_image.exceptions import XaiConnectionConfigError, XaiImageError
+from airflow_provider_xai_image.storage.image_checks import HEADER_BYTES, ImageType, ImageWriter, sniff_image_type
 
 
 def encoded(image_format: str, size: tuple[int, int] = (8, 8)) -> bytes:

@@ -39,7 +39,6 @@ from op_helpers import (
     pixel_size,
 )
 
-from airflow_provider_xai_image import storage
 from airflow_provider_xai_image.exceptions import (
     XaiBudgetExceededError,
     XaiContentFilteredError,
@@ -50,10 +49,11 @@ from airflow_provider_xai_image.exceptions import (
     XaiStorageError,
 )
 from airflow_provider_xai_image.hooks.xai import XaiHook
-from airflow_provider_xai_image.lineage import OUTPUT_ALIAS
+from airflow_provider_xai_image.ledger.records import request_fingerprint
 from airflow_provider_xai_image.operators.generate import XaiGenerateImagesOperator
-from airflow_provider_xai_image.records import request_fingerprint
-from airflow_provider_xai_image.storage import ImageStore, publish
+from airflow_provider_xai_image.operators.lineage import OUTPUT_ALIAS
+from airflow_provider_xai_image.storage import image_store as storage
+from airflow_provider_xai_image.storage.image_store import ImageStore, publish
 from airflow_provider_xai_image.testing import MODERATION_MARKER, XaiEmulator
 from airflow_provider_xai_image.triggers.generate import XaiGenerateImagesTrigger
 

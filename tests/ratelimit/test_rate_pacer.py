@@ -10,7 +10,7 @@ from collections import deque
 
 import pytest
 
-from airflow_provider_xai_image.ratelimit import (
+from airflow_provider_xai_image.engine.ratelimit import (
     DECREASE,
     HEADROOM,
     IN_FLIGHT_CAP,

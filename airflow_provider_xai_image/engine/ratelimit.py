@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
 from airflow_provider_xai_image.exceptions import XaiRateLimitError
-from airflow_provider_xai_image.retry import RETRY_AFTER_MAX
+from airflow_provider_xai_image.hooks.retry import RETRY_AFTER_MAX
 
 Result = TypeVar("Result")
 

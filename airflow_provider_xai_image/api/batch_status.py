@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Literal, NamedTuple
 
-from airflow_provider_xai_image.models import Batch
+from airflow_provider_xai_image.api.images import Batch
 
 
 class BatchOutcome(NamedTuple):

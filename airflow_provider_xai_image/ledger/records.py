@@ -28,9 +28,9 @@ from typing import IO, Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import to_json
 
+from airflow_provider_xai_image.api.images import USD_TICKS_PER_USD, ImageRequest
 from airflow_provider_xai_image.exceptions import XaiContentFilteredError
-from airflow_provider_xai_image.models import USD_TICKS_PER_USD, ImageRequest
-from airflow_provider_xai_image.redaction import cap_error_text
+from airflow_provider_xai_image.hooks.redaction import cap_error_text
 
 #: Hex digits of a fingerprint (also part of each image's name).
 FINGERPRINT_CHARS = 12

@@ -11,11 +11,11 @@ and image it is and which request made it (the request's fingerprint), so a stor
 what was paid for even when a crash lost its record: it is then recovered from storage, with size,
 type and sha256 read back. Records add what a name cannot carry (revised prompt, model, cost,
 moderation, errors); they are saved a few requests at a time and always when a try ends, and kept in
-a :class:`~airflow_provider_xai_image.records.RecordLedger` on local disk from which ``manifest.json``
+a :class:`~airflow_provider_xai_image.ledger.records.RecordLedger` on local disk from which ``manifest.json``
 is streamed at the end: the task holds nothing per image.
 
 Every image goes through a private spool folder on local disk first (one folder per task instance,
-see :mod:`~airflow_provider_xai_image.spool`), and is verified whole there before it is published. A
+see :mod:`~airflow_provider_xai_image.storage.spool`), and is verified whole there before it is published. A
 billed image stays in the spool until it is stored: publishing retries transient storage errors for up
 to a minute, and a later try on the same machine publishes the whole images left in the spool before
 asking xAI for anything. The spool folder is removed once empty, wherever it was made (worker or
@@ -45,16 +45,16 @@ from airflow.sdk import ObjectStoragePath
 from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
-from airflow_provider_xai_image.concurrency import map_concurrently
+from airflow_provider_xai_image.api.images import GeneratedImage, ImageGenerationResult
+from airflow_provider_xai_image.engine.concurrency import map_concurrently
 from airflow_provider_xai_image.exceptions import (
     XaiApiError,
     XaiImageError,
     XaiStorageConfigError,
     XaiStorageError,
 )
-from airflow_provider_xai_image.image_types import IMAGE_EXTENSIONS, ImageWriter, VerifiedImage, verify_stream
-from airflow_provider_xai_image.models import GeneratedImage, ImageGenerationResult
-from airflow_provider_xai_image.records import (
+from airflow_provider_xai_image.hooks.redaction import cap_error_text
+from airflow_provider_xai_image.ledger.records import (
     FINGERPRINT_CHARS,
     ImageRecord,
     Progress,
@@ -62,8 +62,8 @@ from airflow_provider_xai_image.records import (
     RequestRecord,
     TaskInstanceId,
 )
-from airflow_provider_xai_image.redaction import cap_error_text
-from airflow_provider_xai_image.spool import Spool
+from airflow_provider_xai_image.storage.image_checks import IMAGE_EXTENSIONS, ImageWriter, VerifiedImage, verify_stream
+from airflow_provider_xai_image.storage.spool import Spool
 
 if TYPE_CHECKING:
     from airflow_provider_xai_image.hooks.xai import XaiHook
