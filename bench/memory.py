@@ -60,7 +60,7 @@ def child(
     import airflow_provider_xai_image.hooks.xai  # noqa: F401  (module code is not the task's memory)
     from airflow_provider_xai_image.operators.batch import XaiStoreBatchResultsOperator
     from airflow_provider_xai_image.operators.generate import XaiGenerateImagesOperator
-    from airflow_provider_xai_image.storage.image_store import safe_segment
+    from airflow_provider_xai_image.storage.layout import safe_segment
 
     output_uri = f"file://{tempfile.mkdtemp(prefix=f'bench-c-{kind}-')}/"
     texts = prompts(images, f"C-{kind}")

@@ -24,7 +24,8 @@ from airflow_provider_xai_image.operators.lineage import (
     storage_sources,
     with_output_alias,
 )
-from airflow_provider_xai_image.storage.image_store import ImageStore, task_output_path
+from airflow_provider_xai_image.storage.image_store import ImageStore
+from airflow_provider_xai_image.storage.layout import task_output_path
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

@@ -37,7 +37,8 @@ from airflow_provider_xai_image.operators.base import (
     XaiImageRequestOperator,
     failing_without_retry,
 )
-from airflow_provider_xai_image.storage.image_store import MANIFEST_NAME, ImageStore, safe_segment
+from airflow_provider_xai_image.storage.image_store import ImageStore
+from airflow_provider_xai_image.storage.layout import MANIFEST_NAME, safe_segment
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

@@ -16,7 +16,8 @@ from airflow_provider_xai_image.ledger.review import ManifestUnderReview, Review
 from airflow_provider_xai_image.operators.base import task_instance_id
 from airflow_provider_xai_image.operators.lineage import announce, with_output_alias
 from airflow_provider_xai_image.operators.review_form import review_body
-from airflow_provider_xai_image.storage.image_store import MANIFEST_NAME, copy_whole, publish, task_output_path
+from airflow_provider_xai_image.storage.layout import MANIFEST_NAME, task_output_path
+from airflow_provider_xai_image.storage.publishing import copy_whole, publish
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -227,7 +228,7 @@ class XaiReviewImagesOperator(HITLOperator):
 def upstream_task_instance(context: Context, found: ManifestUnderReview) -> TaskInstanceId:
     """The task instance that wrote the manifest, as the manifest records it, once checked to be a task
     of the review's DAG run whose manifest is where the provider stores that task instance's manifest
-    (:func:`~airflow_provider_xai_image.storage.image_store.task_output_path` of its recorded ``output_uri``).
+    (:func:`~airflow_provider_xai_image.storage.layout.task_output_path` of its recorded ``output_uri``).
 
     :param context: The review task's context.
     :param found: The manifest and its URI.

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from pydantic_core import to_json
 
 from airflow_provider_xai_image.ledger.records import ImageRecord, TaskInstanceId
-from airflow_provider_xai_image.storage.image_store import name_in_folder
+from airflow_provider_xai_image.storage.layout import name_in_folder
 
 #: The totals the page shows, each a number.
 TOTALS_SHOWN = (

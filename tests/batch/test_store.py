@@ -49,7 +49,7 @@ from airflow_provider_xai_image.operators.batch import (
 )
 from airflow_provider_xai_image.operators.generate import XaiGenerateImagesOperator
 from airflow_provider_xai_image.sensors.batch import XaiBatchSensor
-from airflow_provider_xai_image.storage.image_store import safe_segment
+from airflow_provider_xai_image.storage.layout import safe_segment
 from airflow_provider_xai_image.testing import BATCH_FAILURE_MARKER, XaiEmulator
 
 FAILED = {7, 70, 140}

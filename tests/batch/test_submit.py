@@ -33,7 +33,7 @@ from airflow_provider_xai_image.hooks.xai import XaiHook
 from airflow_provider_xai_image.ledger.records import batch_fingerprint
 from airflow_provider_xai_image.operators.batch import BATCH_IDS_STATE_KEY, XaiBatchGenerateImagesOperator
 from airflow_provider_xai_image.sensors.batch import XaiBatchSensor
-from airflow_provider_xai_image.storage.image_store import safe_segment
+from airflow_provider_xai_image.storage.layout import safe_segment
 from airflow_provider_xai_image.testing import XaiEmulator
 
 PROMPTS = [f"Catalogue photo of item {sku}: a tin robot, white background" for sku in range(30)]

@@ -38,7 +38,7 @@ from airflow_provider_xai_image.hooks.xai import XaiHook
 from airflow_provider_xai_image.ledger.records import RequestRecord, batch_fingerprint, request_fingerprint
 from airflow_provider_xai_image.operators.batch import XaiBatchGenerateImagesOperator
 from airflow_provider_xai_image.sensors.batch import XaiBatchSensor
-from airflow_provider_xai_image.storage.image_store import task_output_path
+from airflow_provider_xai_image.storage.layout import task_output_path
 from airflow_provider_xai_image.testing import BATCH_FAILURE_MARKER, MODERATION_MARKER, XaiEmulator
 from airflow_provider_xai_image.triggers.batch import XaiBatchTrigger
 from airflow_provider_xai_image.triggers.generate import XaiGenerateImagesTrigger

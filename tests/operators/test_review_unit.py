@@ -25,7 +25,8 @@ from airflow_provider_xai_image.operators.review import (
     upstream_task_instance,
 )
 from airflow_provider_xai_image.operators.review_form import image_url, markdown_code, markdown_text, review_body
-from airflow_provider_xai_image.storage.image_store import copy_whole, safe_segment
+from airflow_provider_xai_image.storage.layout import safe_segment
+from airflow_provider_xai_image.storage.publishing import copy_whole
 
 RUN_ID = "manual__2026-01-01T00:00:00+00:00"
 MARKUP = "A kite ![x](http://elsewhere/x.png) <img src=x onerror=alert(1)> `code` *b*\n# heading"
