@@ -190,7 +190,7 @@ def run(servers: Servers, quick: bool) -> BenchResult:
         f"started through /bin/sh (no inherited peak RSS); max_concurrency={CONCURRENCY} for both sizes; median of "
         "2 runs at the small size. The prompts (the task's input) exist before the baselines."
     )
-    from airflow_provider_xai_image.ledger.records import LEDGER_CACHE_KIB
+    from airflow_provider_xai_image.ledger.record_ledger import LEDGER_CACHE_KIB
 
     result.notes.append(
         "What a task holds per image: a few bytes of progress per prompt; records go to a temporary SQLite file "

@@ -14,7 +14,8 @@ from typing import Any, Literal
 from airflow.sdk import ObjectStoragePath
 from pydantic import BaseModel, Field
 
-from airflow_provider_xai_image.ledger.records import ImageRecord, Manifest
+from airflow_provider_xai_image.ledger.manifest import Manifest
+from airflow_provider_xai_image.ledger.records import ImageRecord
 from airflow_provider_xai_image.storage.layout import name_in_folder
 
 #: The decision's file name, in the folder of the manifest it is about.

@@ -11,7 +11,8 @@ from airflow.providers.common.compat.sdk import AirflowFailException, conf
 from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import ObjectStoragePath, Param
 
-from airflow_provider_xai_image.ledger.records import ImageRecord, Manifest, TaskInstanceId
+from airflow_provider_xai_image.ledger.manifest import Manifest
+from airflow_provider_xai_image.ledger.records import ImageRecord, TaskInstanceId
 from airflow_provider_xai_image.ledger.review import ManifestUnderReview, ReviewDecision, read_review, review_path
 from airflow_provider_xai_image.operators.base import task_instance_id
 from airflow_provider_xai_image.operators.lineage import announce, with_output_alias

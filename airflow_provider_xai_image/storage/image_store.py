@@ -4,7 +4,7 @@ Names and layout are :mod:`~airflow_provider_xai_image.storage.layout`'s. A stor
 what was paid for even when a crash lost its record: it is then recovered from storage, with size,
 type and sha256 read back. Records add what a name cannot carry (revised prompt, model, cost,
 moderation, errors); they are saved a few requests at a time and always when a try ends, and kept in
-a :class:`~airflow_provider_xai_image.ledger.records.RecordLedger` on local disk from which ``manifest.json``
+a :class:`~airflow_provider_xai_image.ledger.record_ledger.RecordLedger` on local disk from which ``manifest.json``
 is streamed at the end: the task holds nothing per image.
 
 Every image goes through a private spool folder on local disk first (one folder per task instance,
@@ -37,13 +37,10 @@ from airflow_provider_xai_image.exceptions import (
     XaiStorageError,
 )
 from airflow_provider_xai_image.hooks.redaction import cap_error_text
-from airflow_provider_xai_image.ledger.records import (
-    ImageRecord,
-    Progress,
-    RecordLedger,
-    RequestRecord,
-    TaskInstanceId,
-)
+from airflow_provider_xai_image.ledger.manifest import write_manifest
+from airflow_provider_xai_image.ledger.progress import Progress
+from airflow_provider_xai_image.ledger.record_ledger import RecordLedger
+from airflow_provider_xai_image.ledger.records import ImageRecord, RequestRecord, TaskInstanceId
 from airflow_provider_xai_image.storage.image_checks import ImageWriter, VerifiedImage, verify_stream
 from airflow_provider_xai_image.storage.layout import IMAGE_NAME, MANIFEST_NAME, RECORDS_DIR, image_stem
 from airflow_provider_xai_image.storage.publishing import (
@@ -349,8 +346,12 @@ class ImageStore:
         spooled = os.path.join(self.spool, spooled_name)
         try:
             with self.spool_folder.create(spooled_name) as sink:
-                totals = self.ledger.write_manifest(
-                    sink, task_instance=task_instance, elapsed_seconds=elapsed_seconds, parameters=parameters
+                totals = write_manifest(
+                    self.ledger,
+                    sink,
+                    task_instance=task_instance,
+                    elapsed_seconds=elapsed_seconds,
+                    parameters=parameters,
                 )
             uri = self._publish(MANIFEST_NAME, local_file=spooled)
         finally:

@@ -11,7 +11,8 @@ from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_xai_image.engine.concurrency import map_concurrently
 from airflow_provider_xai_image.exceptions import XaiImageError
-from airflow_provider_xai_image.ledger.records import ImageRecord, RecordLedger, RequestRecord
+from airflow_provider_xai_image.ledger.record_ledger import RecordLedger
+from airflow_provider_xai_image.ledger.records import ImageRecord, RequestRecord
 from airflow_provider_xai_image.storage.image_checks import verify_stream
 from airflow_provider_xai_image.storage.layout import IMAGE_NAME, RECORDS_DIR
 

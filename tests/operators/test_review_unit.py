@@ -15,7 +15,8 @@ from airflow.providers.common.compat.sdk import AirflowFailException
 from op_helpers import jpeg_file, make_context, sha256
 
 from airflow_provider_xai_image.exceptions import XaiStorageError
-from airflow_provider_xai_image.ledger.records import Manifest, TaskInstanceId
+from airflow_provider_xai_image.ledger.manifest import Manifest
+from airflow_provider_xai_image.ledger.records import TaskInstanceId
 from airflow_provider_xai_image.ledger.review import REVIEW_NAME, ManifestUnderReview, read_review
 from airflow_provider_xai_image.operators import review as review_module
 from airflow_provider_xai_image.operators.review import (

@@ -15,7 +15,8 @@ from typing import Any
 
 from airflow.sdk import ObjectStoragePath
 
-from airflow_provider_xai_image.ledger.records import ImageRecord, Manifest, RequestRecord, TaskInstanceId
+from airflow_provider_xai_image.ledger.manifest import Manifest
+from airflow_provider_xai_image.ledger.records import ImageRecord, RequestRecord, TaskInstanceId
 from airflow_provider_xai_image.storage.image_store import ImageStore
 
 FINGERPRINT = "0123456789ab"
