@@ -16,8 +16,9 @@ from airflow_provider_xai_image.engine.concurrency import map_concurrently
 from airflow_provider_xai_image.engine.generation import ByPrompt, GenerationRun, request_fingerprints
 from airflow_provider_xai_image.engine.task_parameters import OnModeration, TaskParameters
 from airflow_provider_xai_image.exceptions import XaiError, error_from_event
+from airflow_provider_xai_image.hooks.mixin import failing_without_retry
 from airflow_provider_xai_image.ledger.records import RequestRecord
-from airflow_provider_xai_image.operators.base import XaiImageRequestOperator, failing_without_retry
+from airflow_provider_xai_image.operators.base import XaiImageRequestOperator
 from airflow_provider_xai_image.storage.image_store import ImageStore
 
 if TYPE_CHECKING:
