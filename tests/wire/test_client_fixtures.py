@@ -19,7 +19,8 @@ from airflow_provider_xai_image.api.images import (
     parse_image_response,
 )
 from airflow_provider_xai_image.exceptions import XaiAuthError
-from airflow_provider_xai_image.hooks.xai import _batches_page, error_from_response
+from airflow_provider_xai_image.hooks.batch_api import _batches_page
+from airflow_provider_xai_image.hooks.http_core import error_from_response
 from airflow_provider_xai_image.storage.image_checks import ImageWriter
 
 NOW = datetime(2026, 11, 21, tzinfo=timezone.utc)
