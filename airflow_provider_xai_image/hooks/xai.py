@@ -282,26 +282,22 @@ class XaiHook(XaiBatchApi, XaiModelsApi, BaseHook):
         :raises XaiPossiblyBilledError: also when a send may have reached xAI and a later error (a 429)
             ended the request.
         """
-        self._warn_if_deprecated(request.model)
-        ambiguous = AmbiguousAttempts()
-        send = partial(
-            self.call,
-            "POST",
-            request.path,
-            json_body=request.body(),
-            paid=True,
-            retry_rate_limits=limiter is None,
-            ambiguous=ambiguous,
-        )
+        ambiguous, image_call = self._image_call(request, limiter is not None)
+        send = partial(self.call, **image_call)
         try:
             payload = send() if limiter is None else limiter.send(send)
         except XaiApiError as error:
             raise ambiguous.ending(error) from None
         return parse_image_response(payload, request.model, request.n)
 
-    def _warn_if_deprecated(self, model: str) -> None:
-        if replacement := DEPRECATED_MODELS.get(model):
-            self.log.warning("Model %r is deprecated by xAI; use %r instead.", model, replacement)
+    def _image_call(self, request: ImageRequest, limited: bool) -> tuple[AmbiguousAttempts, dict[str, Any]]:
+        """The arguments of :meth:`call` (or :meth:`acall`) for an image request, and the count of its sends
+        that may have reached xAI (shared by every send, a rate limiter's re-sends too)."""
+        if replacement := DEPRECATED_MODELS.get(request.model):
+            self.log.warning("Model %r is deprecated by xAI; use %r instead.", request.model, replacement)
+        ambiguous = AmbiguousAttempts()
+        arguments = {"method": "POST", "path": request.path, "json_body": request.body(), "paid": True}
+        return ambiguous, {**arguments, "retry_rate_limits": not limited, "ambiguous": ambiguous}
 
     def download(self, url: str, sink: IO[bytes], *, max_bytes: int = MAX_IMAGE_BYTES) -> VerifiedImage:
         """
@@ -379,18 +375,8 @@ class XaiHook(XaiBatchApi, XaiModelsApi, BaseHook):
         :param request: The request.
         :param limiter: The trigger's rate limiter (see :meth:`run_image_request`), or None.
         """
-        self._warn_if_deprecated(request.model)
-        ambiguous = AmbiguousAttempts()
-        send = partial(
-            self.acall,
-            client,
-            "POST",
-            request.path,
-            json_body=request.body(),
-            paid=True,
-            retry_rate_limits=limiter is None,
-            ambiguous=ambiguous,
-        )
+        ambiguous, image_call = self._image_call(request, limiter is not None)
+        send = partial(self.acall, client, **image_call)
         try:
             payload = await (send() if limiter is None else limiter.send(send))
         except XaiApiError as error:
