@@ -6,7 +6,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from airflow_provider_xai_image.api.images import Batch, BatchResult
+from airflow_provider_xai_image.api.batches import Batch, BatchResult
 from airflow_provider_xai_image.engine.concurrency import map_concurrently
 from airflow_provider_xai_image.exceptions import XaiBatchFailedError
 from airflow_provider_xai_image.ledger.records import RequestRecord, batch_fingerprint

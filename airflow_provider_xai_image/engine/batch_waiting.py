@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from airflow_provider_xai_image.api.batch_status import BatchOutcome, judge
-from airflow_provider_xai_image.api.images import Batch
+from airflow_provider_xai_image.api.batches import Batch, BatchOutcome, judge
 from airflow_provider_xai_image.exceptions import XaiBatchFailedError, XaiBatchRefusedError
 
 

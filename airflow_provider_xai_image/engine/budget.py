@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from airflow_provider_xai_image.api.images import USD_TICKS_PER_USD
+from airflow_provider_xai_image.api.prices import USD_TICKS_PER_USD
 from airflow_provider_xai_image.exceptions import XaiBudgetExceededError
 
 

@@ -5,15 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_xai_image.api.images import (
-    BATCH_FILE_FIELDS,
-    BATCHES_PATH,
-    FILES_PATH,
-    MAX_PAGE_LIMIT,
-    Batch,
-    BatchResult,
-    parse_batch_results_page,
-)
+from airflow_provider_xai_image.api.batches import BATCH_FILE_FIELDS, Batch, BatchResult, parse_batch_results_page
+from airflow_provider_xai_image.api.images import BATCHES_PATH, FILES_PATH, MAX_PAGE_LIMIT
 from airflow_provider_xai_image.exceptions import XaiServerError
 
 if TYPE_CHECKING:

@@ -6,7 +6,8 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
-from airflow_provider_xai_image.api.images import HIGHEST_KNOWN_PRICE_USD_TICKS, MODELS_PATH, ImageModel, ImageRequest
+from airflow_provider_xai_image.api.images import MODELS_PATH, ImageRequest
+from airflow_provider_xai_image.api.prices import HIGHEST_KNOWN_PRICE_USD_TICKS, ImageModel
 from airflow_provider_xai_image.exceptions import XaiApiError
 
 

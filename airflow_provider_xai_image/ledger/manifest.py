@@ -9,7 +9,7 @@ from typing import IO, Any
 from pydantic import BaseModel, Field
 from pydantic_core import to_json
 
-from airflow_provider_xai_image.api.images import USD_TICKS_PER_USD
+from airflow_provider_xai_image.api.prices import USD_TICKS_PER_USD
 from airflow_provider_xai_image.ledger.record_ledger import RecordLedger
 from airflow_provider_xai_image.ledger.records import ImageRecord, TaskInstanceId
 

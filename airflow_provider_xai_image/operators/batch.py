@@ -17,8 +17,8 @@ from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_xai_image.api.batch_files import batch_files
-from airflow_provider_xai_image.api.batch_status import judge_one, split_batch_ids
-from airflow_provider_xai_image.api.images import Batch, ImageRequest
+from airflow_provider_xai_image.api.batches import Batch, judge_one, split_batch_ids
+from airflow_provider_xai_image.api.images import ImageRequest
 from airflow_provider_xai_image.connection import DEFAULT_CONN_ID
 from airflow_provider_xai_image.engine.batch_results import EXPIRED_URLS_HINT, finished_batches, store_batch_results
 from airflow_provider_xai_image.engine.batch_waiting import check_job, raise_for_event, raise_for_outcome

@@ -13,7 +13,7 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
-from airflow_provider_xai_image.api.batch_status import split_batch_ids
+from airflow_provider_xai_image.api.batches import split_batch_ids
 from airflow_provider_xai_image.connection import DEFAULT_CONN_ID
 from airflow_provider_xai_image.engine.batch_waiting import check_job, raise_for_event, raise_for_outcome
 from airflow_provider_xai_image.engine.task_parameters import TaskParameters

@@ -15,8 +15,7 @@ import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 from batch_support import make_context, submit_batch, wait_until_counted
 
-from airflow_provider_xai_image.api.batch_status import judge, judge_one, split_batch_ids
-from airflow_provider_xai_image.api.images import Batch, BatchState
+from airflow_provider_xai_image.api.batches import Batch, BatchState, judge, judge_one, split_batch_ids
 from airflow_provider_xai_image.exceptions import XaiBatchFailedError, XaiBatchRefusedError
 from airflow_provider_xai_image.hooks.xai import XaiHook
 from airflow_provider_xai_image.sensors.batch import XaiBatchSensor

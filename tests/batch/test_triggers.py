@@ -32,7 +32,7 @@ from batch_support import (
     wait_until_done,
 )
 
-from airflow_provider_xai_image.api.images import Batch
+from airflow_provider_xai_image.api.batches import Batch
 from airflow_provider_xai_image.exceptions import XaiBatchFailedError, XaiBatchRefusedError
 from airflow_provider_xai_image.hooks.xai import XaiHook
 from airflow_provider_xai_image.ledger.records import RequestRecord, batch_fingerprint, request_fingerprint

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from airflow_provider_xai_image.api.images import BatchState
+from airflow_provider_xai_image.api.batches import BatchState
 from airflow_provider_xai_image.exceptions import (
     XaiAuthError,
     XaiBadRequestError,

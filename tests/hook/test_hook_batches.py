@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from airflow_provider_xai_image.api.batch_files import batch_files
-from airflow_provider_xai_image.api.images import Batch, BatchState, ImageRequest
+from airflow_provider_xai_image.api.batches import Batch, BatchState
+from airflow_provider_xai_image.api.images import ImageRequest
 from airflow_provider_xai_image.exceptions import XaiBadRequestError, XaiPossiblyBilledError
 from airflow_provider_xai_image.hooks.xai import XaiHook
 from airflow_provider_xai_image.testing import BATCH_FAILURE_MARKER, XaiEmulator

@@ -14,14 +14,13 @@ from airflow.sdk import Connection
 from PIL import Image
 
 from airflow_provider_xai_image.api.batch_files import batch_files
+from airflow_provider_xai_image.api.batches import BATCH_FILE_MAX_BYTES, parse_batch_results_page
 from airflow_provider_xai_image.api.images import (
-    BATCH_FILE_MAX_BYTES,
     DEFAULT_BASE_URL,
     DEFAULT_MODEL,
     NO_IMAGE_ERROR,
     ImageRequest,
     decode_b64_image,
-    parse_batch_results_page,
     parse_image_response,
 )
 from airflow_provider_xai_image.connection import (

@@ -9,15 +9,9 @@ from datetime import datetime, timezone
 import pytest
 from wire_fixtures import FIXTURES, fixture, response
 
-from airflow_provider_xai_image.api.batch_status import judge
-from airflow_provider_xai_image.api.images import (
-    NO_IMAGE_ERROR,
-    Batch,
-    ImageModel,
-    ImageRequest,
-    parse_batch_results_page,
-    parse_image_response,
-)
+from airflow_provider_xai_image.api.batches import Batch, judge, parse_batch_results_page
+from airflow_provider_xai_image.api.images import NO_IMAGE_ERROR, ImageRequest, parse_image_response
+from airflow_provider_xai_image.api.prices import ImageModel
 from airflow_provider_xai_image.exceptions import XaiAuthError
 from airflow_provider_xai_image.hooks.batch_api import _batches_page
 from airflow_provider_xai_image.hooks.http_core import error_from_response
