@@ -22,7 +22,7 @@ from airflow_provider_xai_image.storage.image_checks import ImageWriter, Verifie
 
 USER_AGENT = f"airflow-provider-xai-image/{__version__}"
 DOWNLOAD_CHUNK_BYTES = 256 * 1024
-#: Connection pool size: the generate operator's default cap of requests in flight (``ratelimit.IN_FLIGHT_CAP``).
+#: Connection pool size: the generate operator's default cap of requests in flight (``engine.ratelimit.IN_FLIGHT_CAP``).
 POOL_SIZE = 128
 #: What an answer is to the core: status, text and ``Retry-After``.
 RawAnswer = tuple[int, str, str | None]

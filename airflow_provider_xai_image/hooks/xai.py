@@ -250,7 +250,7 @@ class XaiHook(XaiBatchApi, XaiModelsApi, BaseHook):
         :param prompt: What to draw, or how to change the source images.
         :param model: Model id; default the connection's ``default_model`` (``grok-imagine-image-quality``).
         :param n: Images to generate, 1..10.
-        :param aspect_ratio: One of ``models.ASPECT_RATIOS``.
+        :param aspect_ratio: One of ``api.images.ASPECT_RATIOS``.
         :param resolution: ``1k`` or ``2k``.
         :param quality: ``low`` or ``medium`` (``grok-imagine-image-2.0``; sent only when set).
         :param response_format: ``url`` (temporary URL) or ``b64_json`` (inline bytes).

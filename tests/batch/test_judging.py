@@ -1,4 +1,4 @@
-"""How a batch job is judged (``batch_state.judge``): pending, success, failed or refused.
+"""How a batch job is judged (``api.batches.judge``): pending, success, failed or refused.
 
 First the rule itself on Batch objects (a validating batch, counts short of what was submitted, xAI's
 refusal, expiry with a bare-date ``expire_time``, failures summed over the batches of a job), then
