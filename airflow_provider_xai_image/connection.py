@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
+from airflow_provider_xai_image.api.images import DEFAULT_BASE_URL, DEFAULT_MODEL
 from airflow_provider_xai_image.exceptions import XaiConnectionConfigError
-from airflow_provider_xai_image.models import DEFAULT_BASE_URL, DEFAULT_MODEL
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection

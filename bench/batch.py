@@ -67,7 +67,7 @@ def timed_batch_operator(servers: Servers, **kwargs: Any) -> Any:
 
 def input_files(operator: Any, texts: list[str]) -> list[int]:
     """The size of each JSONL input file the operator uploads for ``texts`` (built again, outside the timing)."""
-    from airflow_provider_xai_image.batching import batch_files
+    from airflow_provider_xai_image.api.batch_files import batch_files
 
     requests = operator.build_requests(texts)
     return [len(content) for content, _ in batch_files((str(index), request) for index, request in requests.items())]

@@ -60,7 +60,7 @@ def child(
     import airflow_provider_xai_image.hooks.xai  # noqa: F401  (module code is not the task's memory)
     from airflow_provider_xai_image.operators.batch import XaiStoreBatchResultsOperator
     from airflow_provider_xai_image.operators.generate import XaiGenerateImagesOperator
-    from airflow_provider_xai_image.storage import safe_segment
+    from airflow_provider_xai_image.storage.layout import safe_segment
 
     output_uri = f"file://{tempfile.mkdtemp(prefix=f'bench-c-{kind}-')}/"
     texts = prompts(images, f"C-{kind}")
@@ -117,7 +117,7 @@ def child(
 
 def submit_batch(texts: list[str]) -> str:
     """A batch job of ``texts`` (1k 2:1 base64 images), submitted as the operator does, and finished."""
-    from airflow_provider_xai_image.batching import batch_files
+    from airflow_provider_xai_image.api.batch_files import batch_files
     from airflow_provider_xai_image.hooks.xai import XaiHook
 
     hook = XaiHook()
@@ -190,7 +190,7 @@ def run(servers: Servers, quick: bool) -> BenchResult:
         f"started through /bin/sh (no inherited peak RSS); max_concurrency={CONCURRENCY} for both sizes; median of "
         "2 runs at the small size. The prompts (the task's input) exist before the baselines."
     )
-    from airflow_provider_xai_image.records import LEDGER_CACHE_KIB
+    from airflow_provider_xai_image.ledger.record_ledger import LEDGER_CACHE_KIB
 
     result.notes.append(
         "What a task holds per image: a few bytes of progress per prompt; records go to a temporary SQLite file "

@@ -114,7 +114,7 @@ def api_server(env: dict[str, str], port: int, log: Any) -> Any:
 
 def submit_job(count: int) -> str:
     """A finished batch job of ``count`` requests (1k 2:1 images as URLs), submitted as the operator does."""
-    from airflow_provider_xai_image.batching import batch_files
+    from airflow_provider_xai_image.api.batch_files import batch_files
     from airflow_provider_xai_image.hooks.xai import XaiHook
 
     hook = XaiHook()

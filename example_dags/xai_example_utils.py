@@ -12,8 +12,8 @@ from urllib.parse import quote
 
 from airflow.sdk import ObjectStoragePath, task
 
-from airflow_provider_xai_image.image_types import HEADER_BYTES, sniff_image_type
-from airflow_provider_xai_image.models import USD_TICKS_PER_USD
+from airflow_provider_xai_image.api.prices import USD_TICKS_PER_USD
+from airflow_provider_xai_image.storage.image_checks import HEADER_BYTES, sniff_image_type
 
 #: Where the examples store images: ``XAI_EXAMPLE_OUTPUT_URI`` (e.g. ``s3://aws_default@bucket/images/``),
 #: else ``./demo-output/`` on the local file system.

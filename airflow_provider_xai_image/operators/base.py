@@ -2,45 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from functools import cached_property
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
+from airflow.providers.common.compat.sdk import BaseOperator
 
-from airflow_provider_xai_image.budget import usd
+from airflow_provider_xai_image.api.images import ImageRequest
 from airflow_provider_xai_image.connection import DEFAULT_CONN_ID
-from airflow_provider_xai_image.exceptions import XaiPermanentError
-from airflow_provider_xai_image.generation import ByPrompt
-from airflow_provider_xai_image.lineage import (
+from airflow_provider_xai_image.engine.budget import usd
+from airflow_provider_xai_image.engine.generation import ByPrompt
+from airflow_provider_xai_image.engine.sources import read_source_images
+from airflow_provider_xai_image.engine.task_parameters import TaskParameters
+from airflow_provider_xai_image.hooks.mixin import XaiHookMixin
+from airflow_provider_xai_image.ledger.records import TaskInstanceId
+from airflow_provider_xai_image.operators.lineage import (
     asset_uri,
     openlineage_datasets,
     report,
     storage_sources,
     with_output_alias,
 )
-from airflow_provider_xai_image.models import ImageRequest
-from airflow_provider_xai_image.params import TaskParameters
-from airflow_provider_xai_image.records import TaskInstanceId
-from airflow_provider_xai_image.sources import read_source_images
-from airflow_provider_xai_image.storage import ImageStore, task_output_path
+from airflow_provider_xai_image.storage.image_store import ImageStore
+from airflow_provider_xai_image.storage.layout import task_output_path
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-    from airflow_provider_xai_image.hooks.xai import XaiHook
-
-
-@contextmanager
-def failing_without_retry(log: Any) -> Iterator[None]:
-    """Turn a :class:`XaiPermanentError` (bad key, bad request, budget, moderation, refused batch) into
-    ``AirflowFailException``: the task fails at once instead of spending its retries."""
-    try:
-        yield
-    except XaiPermanentError as error:
-        log.error("%s cannot be fixed by a retry: failing the task without retrying.", type(error).__name__)
-        raise AirflowFailException(f"{type(error).__name__}: {error}") from error
 
 
 def task_instance_id(context: Context) -> TaskInstanceId:
@@ -58,7 +44,7 @@ def task_instance_id(context: Context) -> TaskInstanceId:
     )
 
 
-class XaiImageOutputOperator(BaseOperator):
+class XaiImageOutputOperator(XaiHookMixin, BaseOperator):
     """
     Base of the operators that store images under ``output_uri``.
 
@@ -79,14 +65,6 @@ class XaiImageOutputOperator(BaseOperator):
         self.output_uri = output_uri
         self.xai_conn_id = xai_conn_id
         self._lineage: tuple[list[str], list[str]] = ([], [])
-
-    @cached_property
-    def hook(self) -> XaiHook:
-        """The task's one :class:`XaiHook` (built after templates are rendered)."""
-        # Imported here: DAG files import the operators on every parse, and the hook brings the HTTP clients.
-        from airflow_provider_xai_image.hooks.xai import XaiHook
-
-        return XaiHook(xai_conn_id=self.xai_conn_id)
 
     def image_store(self, context: Context) -> ImageStore:
         """The store of this task instance (run, task and map index make its folder)."""

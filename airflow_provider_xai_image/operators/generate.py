@@ -10,21 +10,22 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import conf
 
-from airflow_provider_xai_image.concurrency import map_concurrently
+from airflow_provider_xai_image.api.images import ImageRequest
 from airflow_provider_xai_image.connection import DEFAULT_CONN_ID
+from airflow_provider_xai_image.engine.concurrency import map_concurrently
+from airflow_provider_xai_image.engine.generation import ByPrompt, GenerationRun, request_fingerprints
+from airflow_provider_xai_image.engine.task_parameters import OnModeration, TaskParameters
 from airflow_provider_xai_image.exceptions import XaiError, error_from_event
-from airflow_provider_xai_image.generation import ByPrompt, GenerationRun, request_fingerprints
-from airflow_provider_xai_image.models import ImageRequest
-from airflow_provider_xai_image.operators.base import XaiImageRequestOperator, failing_without_retry
-from airflow_provider_xai_image.params import OnModeration, TaskParameters
-from airflow_provider_xai_image.records import RequestRecord
-from airflow_provider_xai_image.storage import ImageStore
+from airflow_provider_xai_image.hooks.mixin import failing_without_retry
+from airflow_provider_xai_image.ledger.records import RequestRecord
+from airflow_provider_xai_image.operators.base import XaiImageRequestOperator
+from airflow_provider_xai_image.storage.image_store import ImageStore
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from airflow_provider_xai_image.engine.ratelimit import RateLimiter
     from airflow_provider_xai_image.hooks.xai import XaiHook
-    from airflow_provider_xai_image.ratelimit import RateLimiter
 
 
 class XaiGenerateImagesOperator(XaiImageRequestOperator):
@@ -171,7 +172,7 @@ class XaiGenerateImagesOperator(XaiImageRequestOperator):
                 ),
                 method_name="execute_complete",
             )
-        from airflow_provider_xai_image.ratelimit import RateLimiter, in_flight_cap  # not on every DAG parse
+        from airflow_provider_xai_image.engine.ratelimit import RateLimiter, in_flight_cap  # not on every DAG parse
 
         limiter = RateLimiter(self.hook.settings.requests_per_second, self.log)
         in_flight = min(in_flight_cap(self.max_concurrency), len(todo))

@@ -11,12 +11,14 @@ from airflow.providers.common.compat.sdk import AirflowFailException, conf
 from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import ObjectStoragePath, Param
 
-from airflow_provider_xai_image.lineage import announce, with_output_alias
+from airflow_provider_xai_image.ledger.manifest import Manifest
+from airflow_provider_xai_image.ledger.records import ImageRecord, TaskInstanceId
+from airflow_provider_xai_image.ledger.review import ManifestUnderReview, ReviewDecision, read_review, review_path
 from airflow_provider_xai_image.operators.base import task_instance_id
-from airflow_provider_xai_image.records import ImageRecord, Manifest, TaskInstanceId
-from airflow_provider_xai_image.review import ManifestUnderReview, ReviewDecision, read_review, review_path
-from airflow_provider_xai_image.review_form import review_body
-from airflow_provider_xai_image.storage import MANIFEST_NAME, copy_whole, publish, task_output_path
+from airflow_provider_xai_image.operators.lineage import announce, with_output_alias
+from airflow_provider_xai_image.operators.review_form import review_body
+from airflow_provider_xai_image.storage.layout import MANIFEST_NAME, task_output_path
+from airflow_provider_xai_image.storage.publishing import copy_whole, publish
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -227,7 +229,7 @@ class XaiReviewImagesOperator(HITLOperator):
 def upstream_task_instance(context: Context, found: ManifestUnderReview) -> TaskInstanceId:
     """The task instance that wrote the manifest, as the manifest records it, once checked to be a task
     of the review's DAG run whose manifest is where the provider stores that task instance's manifest
-    (:func:`~airflow_provider_xai_image.storage.task_output_path` of its recorded ``output_uri``).
+    (:func:`~airflow_provider_xai_image.storage.layout.task_output_path` of its recorded ``output_uri``).
 
     :param context: The review task's context.
     :param found: The manifest and its URI.

@@ -27,6 +27,8 @@ from airflow.api_fastapi.core_api.security import requires_access_dag
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, status
 from fastapi.responses import HTMLResponse, StreamingResponse
 
+from airflow_provider_xai_image.ledger.records import TaskInstanceId
+from airflow_provider_xai_image.ledger.review import read_review
 from airflow_provider_xai_image.plugins.gallery_page import render_gallery, render_no_manifest
 from airflow_provider_xai_image.plugins.task_manifest import (
     ManifestRefused,
@@ -34,8 +36,6 @@ from airflow_provider_xai_image.plugins.task_manifest import (
     load_task_manifest,
     open_image,
 )
-from airflow_provider_xai_image.records import TaskInstanceId
-from airflow_provider_xai_image.review import read_review
 
 #: What the UI leaves in an external view's href for a task instance that is not mapped.
 MAP_INDEX_PLACEHOLDER = "{MAP_INDEX}"

@@ -11,10 +11,10 @@ from __future__ import annotations
 import html
 from urllib.parse import quote, urlencode
 
-from airflow_provider_xai_image.budget import usd
+from airflow_provider_xai_image.engine.budget import usd
+from airflow_provider_xai_image.ledger.records import ImageRecord, TaskInstanceId
+from airflow_provider_xai_image.ledger.review import ReviewDecision
 from airflow_provider_xai_image.plugins.task_manifest import TaskManifest
-from airflow_provider_xai_image.records import ImageRecord, TaskInstanceId
-from airflow_provider_xai_image.review import ReviewDecision
 
 #: Shown instead of a revised prompt when xAI sent none (the manifest records null).
 NO_REVISED_PROMPT = "no revised prompt from xAI"

@@ -2,7 +2,7 @@
 local disk, and kept for the next requests while the manifest stays the same.
 
 :func:`build_index` streams ``manifest.json`` with ijson: each image is validated as an
-:class:`~airflow_provider_xai_image.records.ImageRecord` and goes, with errors and superseded entries,
+:class:`~airflow_provider_xai_image.ledger.records.ImageRecord` and goes, with errors and superseded entries,
 into a private temporary SQLite database; only the task instance, the output URI and the numbers of
 the totals stay in memory. The page reads one page of cards from it, an image request looks one name
 up, the manifest answer is streamed back from it (only what was validated). :class:`ManifestCache`
@@ -23,8 +23,8 @@ import ijson
 from pydantic import ValidationError
 from pydantic_core import to_json
 
-from airflow_provider_xai_image.records import ImageRecord, TaskInstanceId
-from airflow_provider_xai_image.storage import name_in_folder
+from airflow_provider_xai_image.ledger.records import ImageRecord, TaskInstanceId
+from airflow_provider_xai_image.storage.layout import name_in_folder
 
 #: The totals the page shows, each a number.
 TOTALS_SHOWN = (

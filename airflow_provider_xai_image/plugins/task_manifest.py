@@ -9,7 +9,7 @@ edit the DAG's XComs can set, so the gallery checks, before serving anything, th
 * the task instance the manifest records is the one asked about (manifests written before task
   instances were recorded are refused: the task's next run writes one that is shown);
 * the manifest is where the provider puts that task instance's manifest: the folder
-  :func:`~airflow_provider_xai_image.storage.task_output_path` derives from its recorded
+  :func:`~airflow_provider_xai_image.storage.layout.task_output_path` derives from its recorded
   ``output_uri``.
 
 Anything else is "no manifest" to the user, with the reason in the API server's log.
@@ -30,11 +30,11 @@ from urllib.parse import urlsplit
 from airflow.models.xcom import XComModel
 from airflow.sdk import ObjectStoragePath
 
-from airflow_provider_xai_image.image_types import HEADER_BYTES, ImageType, sniff_image_type
+from airflow_provider_xai_image.ledger.records import TaskInstanceId
 from airflow_provider_xai_image.plugins.manifest_index import ManifestCache, ManifestError, ManifestIndex
-from airflow_provider_xai_image.records import TaskInstanceId
 from airflow_provider_xai_image.settings import allowed_roots, max_manifest_bytes
-from airflow_provider_xai_image.storage import MANIFEST_NAME, task_output_path
+from airflow_provider_xai_image.storage.image_checks import HEADER_BYTES, ImageType, sniff_image_type
+from airflow_provider_xai_image.storage.layout import MANIFEST_NAME, task_output_path
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import (
@@ -14,20 +13,17 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
-from airflow_provider_xai_image.batch_state import judge, split_batch_ids
+from airflow_provider_xai_image.api.batches import split_batch_ids
 from airflow_provider_xai_image.connection import DEFAULT_CONN_ID
-from airflow_provider_xai_image.exceptions import XaiBatchFailedError, XaiBatchRefusedError
-from airflow_provider_xai_image.operators.base import failing_without_retry
-from airflow_provider_xai_image.operators.batch import raise_for_event
-from airflow_provider_xai_image.params import TaskParameters
+from airflow_provider_xai_image.engine.batch_waiting import check_job, raise_for_event, raise_for_outcome
+from airflow_provider_xai_image.engine.task_parameters import TaskParameters
+from airflow_provider_xai_image.hooks.mixin import XaiHookMixin, failing_without_retry
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_provider_xai_image.hooks.xai import XaiHook
 
-
-class XaiBatchSensor(BaseSensorOperator):
+class XaiBatchSensor(XaiHookMixin, BaseSensorOperator):
     """
     Wait until every batch of a job is done; return the final batch states (XCom).
 
@@ -65,23 +61,11 @@ class XaiBatchSensor(BaseSensorOperator):
         self.max_failed_fraction = max_failed_fraction
         self.deferrable = deferrable
 
-    @cached_property
-    def hook(self) -> XaiHook:
-        """The task's one :class:`XaiHook` (built after templates are rendered)."""
-        # Imported here: DAG files import the sensor on every parse, and the hook brings the HTTP clients.
-        from airflow_provider_xai_image.hooks.xai import XaiHook
-
-        return XaiHook(xai_conn_id=self.xai_conn_id)
-
     def poke(self, context: Context) -> PokeReturnValue:
         with failing_without_retry(self.log):
             batches = [self.hook.get_batch(batch_id) for batch_id in split_batch_ids(self.batch_id)]
-            outcome = judge(batches, self.max_failed_fraction)
-            self.log.info("%s", outcome.message)
-            if outcome.status == "refused":
-                raise XaiBatchRefusedError(outcome.message)
-            if outcome.status == "failed":
-                raise XaiBatchFailedError(outcome.message)
+            outcome = check_job(batches, self.max_failed_fraction, self.log)
+            raise_for_outcome(outcome)
             done = outcome.status == "success"
             return PokeReturnValue(
                 is_done=done, xcom_value=[batch.model_dump(mode="json") for batch in batches] if done else None

@@ -9,8 +9,8 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_xai_image.batch_state import judge
 from airflow_provider_xai_image.connection import DEFAULT_CONN_ID
+from airflow_provider_xai_image.engine.batch_waiting import check_job
 from airflow_provider_xai_image.exceptions import XaiError
 from airflow_provider_xai_image.hooks.xai import XaiHook
 
@@ -69,8 +69,7 @@ class XaiBatchTrigger(BaseTrigger):
             async with hook.async_client() as client:
                 while True:
                     batches = [await hook.aget_batch(client, batch_id) for batch_id in self.batch_ids]
-                    outcome = judge(batches, self.max_failed_fraction, self.expected_requests)
-                    self.log.info("%s", outcome.message)
+                    outcome = check_job(batches, self.max_failed_fraction, self.log, self.expected_requests)
                     if outcome.status != "pending":
                         status = "error" if outcome.status == "failed" else outcome.status
                         batches_json = [batch.model_dump(mode="json") for batch in batches]

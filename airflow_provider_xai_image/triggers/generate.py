@@ -12,14 +12,14 @@ from typing import Any, TypeVar
 from airflow.sdk import ObjectStoragePath
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_provider_xai_image.api.images import ImageRequest
 from airflow_provider_xai_image.connection import DEFAULT_CONN_ID
+from airflow_provider_xai_image.engine.generation import GenerationRun
+from airflow_provider_xai_image.engine.ratelimit import AsyncRateLimiter, in_flight_cap
+from airflow_provider_xai_image.engine.sources import read_source_images
 from airflow_provider_xai_image.exceptions import error_to_event
-from airflow_provider_xai_image.generation import GenerationRun
 from airflow_provider_xai_image.hooks.xai import XaiHook
-from airflow_provider_xai_image.models import ImageRequest
-from airflow_provider_xai_image.ratelimit import AsyncRateLimiter, in_flight_cap
-from airflow_provider_xai_image.sources import read_source_images
-from airflow_provider_xai_image.storage import ImageStore
+from airflow_provider_xai_image.storage.image_store import ImageStore
 
 Result = TypeVar("Result")
 
@@ -50,7 +50,7 @@ class XaiGenerateImagesTrigger(BaseTrigger):
     :param source_images: Source image URIs for edits (read here, on the triggerer), or None.
     :param max_concurrency: Most requests in flight at once; None: ``ratelimit.IN_FLIGHT_CAP``. Requests
         start at the pace of the connection's ``requests_per_second``, slower on 429s (see
-        :mod:`airflow_provider_xai_image.ratelimit`).
+        :mod:`airflow_provider_xai_image.engine.ratelimit`).
     :param on_moderation: ``fail`` or ``skip``.
     :param max_cost_usd: The budget, or None.
     """

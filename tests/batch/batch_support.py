@@ -22,7 +22,7 @@ from typing import Any
 import requests
 from task_context import FakeStateStore, make_task_context
 
-from airflow_provider_xai_image.batching import batch_files
+from airflow_provider_xai_image.api.batch_files import batch_files
 from airflow_provider_xai_image.hooks.xai import XaiHook
 from airflow_provider_xai_image.testing import XaiEmulator
 from airflow_provider_xai_image.testing.records import RequestRecord

@@ -30,8 +30,8 @@ from batch_support import (
 )
 from dag_runner import DagTestResult
 
-from airflow_provider_xai_image.records import batch_fingerprint
-from airflow_provider_xai_image.storage import safe_segment
+from airflow_provider_xai_image.ledger.records import batch_fingerprint
+from airflow_provider_xai_image.storage.layout import safe_segment
 from airflow_provider_xai_image.testing import XaiEmulator
 
 pytestmark = pytest.mark.dag

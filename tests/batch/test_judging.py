@@ -1,4 +1,4 @@
-"""How a batch job is judged (``batch_state.judge``): pending, success, failed or refused.
+"""How a batch job is judged (``api.batches.judge``): pending, success, failed or refused.
 
 First the rule itself on Batch objects (a validating batch, counts short of what was submitted, xAI's
 refusal, expiry with a bare-date ``expire_time``, failures summed over the batches of a job), then
@@ -15,10 +15,9 @@ import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 from batch_support import make_context, submit_batch, wait_until_counted
 
-from airflow_provider_xai_image.batch_state import judge, judge_one, split_batch_ids
+from airflow_provider_xai_image.api.batches import Batch, BatchState, judge, judge_one, split_batch_ids
 from airflow_provider_xai_image.exceptions import XaiBatchFailedError, XaiBatchRefusedError
 from airflow_provider_xai_image.hooks.xai import XaiHook
-from airflow_provider_xai_image.models import Batch, BatchState
 from airflow_provider_xai_image.sensors.batch import XaiBatchSensor
 from airflow_provider_xai_image.testing import BATCH_FAILURE_MARKER, XaiEmulator
 

@@ -39,17 +39,14 @@ from batch_support import (
 )
 from task_context import FakeStateStore
 
+from airflow_provider_xai_image.engine.batch_results import EXPIRED_URLS_HINT
 from airflow_provider_xai_image.exceptions import XaiBatchFailedError, XaiBatchRefusedError
 from airflow_provider_xai_image.hooks.xai import XaiHook
-from airflow_provider_xai_image.operators.batch import (
-    EXPIRED_URLS_HINT,
-    XaiBatchGenerateImagesOperator,
-    XaiStoreBatchResultsOperator,
-)
+from airflow_provider_xai_image.ledger.records import batch_fingerprint
+from airflow_provider_xai_image.operators.batch import XaiBatchGenerateImagesOperator, XaiStoreBatchResultsOperator
 from airflow_provider_xai_image.operators.generate import XaiGenerateImagesOperator
-from airflow_provider_xai_image.records import batch_fingerprint
 from airflow_provider_xai_image.sensors.batch import XaiBatchSensor
-from airflow_provider_xai_image.storage import safe_segment
+from airflow_provider_xai_image.storage.layout import safe_segment
 from airflow_provider_xai_image.testing import BATCH_FAILURE_MARKER, XaiEmulator
 
 FAILED = {7, 70, 140}

@@ -27,13 +27,13 @@ from batch_support import (
 from PIL import Image
 from task_context import FakeStateStore
 
-from airflow_provider_xai_image.batching import batch_files
+from airflow_provider_xai_image.api.batch_files import batch_files
 from airflow_provider_xai_image.exceptions import XaiBatchRefusedError, XaiPossiblyBilledError
 from airflow_provider_xai_image.hooks.xai import XaiHook
+from airflow_provider_xai_image.ledger.records import batch_fingerprint
 from airflow_provider_xai_image.operators.batch import BATCH_IDS_STATE_KEY, XaiBatchGenerateImagesOperator
-from airflow_provider_xai_image.records import batch_fingerprint
 from airflow_provider_xai_image.sensors.batch import XaiBatchSensor
-from airflow_provider_xai_image.storage import safe_segment
+from airflow_provider_xai_image.storage.layout import safe_segment
 from airflow_provider_xai_image.testing import XaiEmulator
 
 PROMPTS = [f"Catalogue photo of item {sku}: a tin robot, white background" for sku in range(30)]

@@ -32,13 +32,13 @@ from batch_support import (
     wait_until_done,
 )
 
+from airflow_provider_xai_image.api.batches import Batch
 from airflow_provider_xai_image.exceptions import XaiBatchFailedError, XaiBatchRefusedError
 from airflow_provider_xai_image.hooks.xai import XaiHook
-from airflow_provider_xai_image.models import Batch
+from airflow_provider_xai_image.ledger.records import RequestRecord, batch_fingerprint, request_fingerprint
 from airflow_provider_xai_image.operators.batch import XaiBatchGenerateImagesOperator
-from airflow_provider_xai_image.records import RequestRecord, batch_fingerprint, request_fingerprint
 from airflow_provider_xai_image.sensors.batch import XaiBatchSensor
-from airflow_provider_xai_image.storage import task_output_path
+from airflow_provider_xai_image.storage.layout import task_output_path
 from airflow_provider_xai_image.testing import BATCH_FAILURE_MARKER, MODERATION_MARKER, XaiEmulator
 from airflow_provider_xai_image.triggers.batch import XaiBatchTrigger
 from airflow_provider_xai_image.triggers.generate import XaiGenerateImagesTrigger

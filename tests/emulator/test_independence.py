@@ -49,8 +49,8 @@ def test_emulator_modules_do_not_import_the_provider(path: Path) -> None:
 @pytest.mark.parametrize(
     ("source", "expected"),
     [
-        ("from airflow_provider_xai_image.models import DEFAULT_MODEL", ["airflow_provider_xai_image.models"]),
-        ("import airflow_provider_xai_image.image_types", ["airflow_provider_xai_image.image_types"]),
+        ("from airflow_provider_xai_image.api.images import DEFAULT_MODEL", ["airflow_provider_xai_image.api.images"]),
+        ("import airflow_provider_xai_image.storage.image_checks", ["airflow_provider_xai_image.storage.image_checks"]),
         ("import airflow_provider_xai_image", ["airflow_provider_xai_image"]),
         ("from .. import models", ["airflow_provider_xai_image"]),
         ("from ..hooks import xai", ["airflow_provider_xai_image.hooks"]),

@@ -22,8 +22,9 @@ from airflow_provider_xai_image.exceptions import (
     XaiStorageConfigError,
 )
 from airflow_provider_xai_image.operators.generate import XaiGenerateImagesOperator
-from airflow_provider_xai_image.spool import Spool
-from airflow_provider_xai_image.storage import ImageStore, task_output_path
+from airflow_provider_xai_image.storage.image_store import ImageStore
+from airflow_provider_xai_image.storage.layout import task_output_path
+from airflow_provider_xai_image.storage.spool import Spool
 from airflow_provider_xai_image.testing import XaiEmulator
 
 

@@ -18,9 +18,9 @@ from fault_support import conn_json, context, manifest_of
 from test_trigger_runs_twice import deferred_trigger, first_event, operator
 
 from airflow_provider_xai_image.exceptions import XaiPossiblyBilledError
+from airflow_provider_xai_image.hooks.redaction import MAX_STORED_ERROR_CHARS, REDACTED, KeyScrubber
+from airflow_provider_xai_image.ledger.records import RequestRecord
 from airflow_provider_xai_image.operators.generate import XaiGenerateImagesOperator
-from airflow_provider_xai_image.records import RequestRecord
-from airflow_provider_xai_image.redaction import MAX_STORED_ERROR_CHARS, REDACTED, KeyScrubber
 from airflow_provider_xai_image.testing import XaiEmulator
 
 #: A key whose URL-encoded and JSON-escaped forms differ from it (every character an API key may hold).

@@ -17,11 +17,12 @@ from airflow.providers.common.compat.sdk import AirflowFailException
 from fault_support import context, generation_posts, images_in, manifest_of
 from test_trigger_runs_twice import deferred_trigger, first_event, operator
 
-from airflow_provider_xai_image import storage
 from airflow_provider_xai_image.exceptions import XaiStorageConfigError
 from airflow_provider_xai_image.operators.generate import XaiGenerateImagesOperator
-from airflow_provider_xai_image.spool import Spool
-from airflow_provider_xai_image.storage import ImageStore, task_output_path
+from airflow_provider_xai_image.storage import image_store
+from airflow_provider_xai_image.storage.image_store import ImageStore
+from airflow_provider_xai_image.storage.layout import task_output_path
+from airflow_provider_xai_image.storage.spool import Spool
 from airflow_provider_xai_image.testing import XaiEmulator
 
 NOBODY = 65534
@@ -211,8 +212,8 @@ def test_a_failed_trigger_keeps_only_an_unstored_image_in_its_spool(
     assert len(images_in(out)) == 1
     assert os.listdir(triggerer_spool) == []
 
-    real_publish = storage.publish
-    monkeypatch.setattr(storage, "publish", Mock(side_effect=PermissionError("storage refuses writes")))
+    real_publish = image_store.publish
+    monkeypatch.setattr(image_store, "publish", Mock(side_effect=PermissionError("storage refuses writes")))
     down = asyncio.run(first_event(type(trigger)(**kwargs)))
     assert down["status"] == "error"
     [folder] = os.listdir(triggerer_spool)
@@ -220,7 +221,7 @@ def test_a_failed_trigger_keeps_only_an_unstored_image_in_its_spool(
     [missing] = {"p00000-i00-", "p00001-i00-"} - {stored}
     assert [name[:11] for name in os.listdir(triggerer_spool / folder)] == [missing]  # billed: kept
 
-    monkeypatch.setattr(storage, "publish", real_publish)
+    monkeypatch.setattr(image_store, "publish", real_publish)
     again = asyncio.run(first_event(type(trigger)(**kwargs)))
     assert again == {**again, "status": "success", "requests": 0}  # published from the spool, not paid again
     assert len(images_in(out)) == 2

@@ -26,7 +26,7 @@ from browser_support import elements, rendered_dom
 from gallery_auth import AUTHOR, OUTSIDER
 from gallery_support import MAX_MANIFEST_MIB, OPEN_DAG_ID, READER, GalleryRun
 
-from airflow_provider_xai_image.storage import MANIFEST_NAME, task_output_path
+from airflow_provider_xai_image.storage.layout import MANIFEST_NAME, task_output_path
 
 pytestmark = pytest.mark.dag
 

@@ -14,8 +14,8 @@ import jsonschema
 import pytest
 
 from airflow_provider_xai_image import get_provider_info
+from airflow_provider_xai_image.ledger.records import TaskInstanceId
 from airflow_provider_xai_image.plugins.manifest_index import ManifestCache, ManifestError, ManifestIndex
-from airflow_provider_xai_image.records import TaskInstanceId
 from airflow_provider_xai_image.settings import (
     CONFIG_OPTIONS,
     DEFAULT_MAX_MANIFEST_MIB,

@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from airflow_provider_xai_image.api.images import NO_IMAGE_ERROR, ImageRequest
+from airflow_provider_xai_image.api.prices import HIGHEST_KNOWN_PRICE_USD_TICKS
 from airflow_provider_xai_image.exceptions import XaiAuthError, XaiImageError, XaiPossiblyBilledError, XaiServerError
 from airflow_provider_xai_image.hooks.xai import XaiHook
-from airflow_provider_xai_image.image_types import ImageType, VerifiedImage
-from airflow_provider_xai_image.models import HIGHEST_KNOWN_PRICE_USD_TICKS, NO_IMAGE_ERROR, ImageRequest
+from airflow_provider_xai_image.storage.image_checks import ImageType, VerifiedImage
 from airflow_provider_xai_image.testing import MODERATION_MARKER, XaiEmulator
 from airflow_provider_xai_image.testing.catalog import INPUT_IMAGE_PRICE_USD_TICKS
 from airflow_provider_xai_image.testing.contract import MODEL_TIER_PRICES

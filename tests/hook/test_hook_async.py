@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from airflow_provider_xai_image.api.batches import BatchState
 from airflow_provider_xai_image.exceptions import (
     XaiAuthError,
     XaiBadRequestError,
@@ -21,7 +22,6 @@ from airflow_provider_xai_image.exceptions import (
     XaiServerError,
 )
 from airflow_provider_xai_image.hooks.xai import XaiHook
-from airflow_provider_xai_image.models import BatchState
 from airflow_provider_xai_image.testing import XaiEmulator
 
 

@@ -12,10 +12,11 @@ from datetime import datetime, timezone
 import pytest
 from PIL import Image
 
-from airflow_provider_xai_image.batching import batch_files
+from airflow_provider_xai_image.api.batch_files import batch_files
+from airflow_provider_xai_image.api.batches import Batch, BatchState
+from airflow_provider_xai_image.api.images import ImageRequest
 from airflow_provider_xai_image.exceptions import XaiBadRequestError, XaiPossiblyBilledError
 from airflow_provider_xai_image.hooks.xai import XaiHook
-from airflow_provider_xai_image.models import Batch, BatchState, ImageRequest
 from airflow_provider_xai_image.testing import BATCH_FAILURE_MARKER, XaiEmulator
 from airflow_provider_xai_image.testing.records import RequestRecord
 

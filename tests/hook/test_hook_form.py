@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_xai_image import get_provider_info
+from airflow_provider_xai_image.api.images import DEFAULT_MODEL
 from airflow_provider_xai_image.connection import (
     CONN_FIELDS,
     DEFAULT_MAX_AMBIGUOUS_RETRIES,
@@ -17,7 +18,6 @@ from airflow_provider_xai_image.connection import (
     UI_FIELD_BEHAVIOUR,
 )
 from airflow_provider_xai_image.hooks.xai import XaiHook
-from airflow_provider_xai_image.models import DEFAULT_MODEL
 from airflow_provider_xai_image.testing import XaiEmulator
 
 

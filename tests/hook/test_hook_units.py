@@ -13,7 +13,16 @@ import pytest
 from airflow.sdk import Connection
 from PIL import Image
 
-from airflow_provider_xai_image.batching import batch_files
+from airflow_provider_xai_image.api.batch_files import batch_files
+from airflow_provider_xai_image.api.batches import BATCH_FILE_MAX_BYTES, parse_batch_results_page
+from airflow_provider_xai_image.api.images import (
+    DEFAULT_BASE_URL,
+    DEFAULT_MODEL,
+    NO_IMAGE_ERROR,
+    ImageRequest,
+    decode_b64_image,
+    parse_image_response,
+)
 from airflow_provider_xai_image.connection import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_IMAGE_READ_TIMEOUT,
@@ -23,17 +32,7 @@ from airflow_provider_xai_image.connection import (
     XaiConnectionSettings,
 )
 from airflow_provider_xai_image.exceptions import XaiConnectionConfigError, XaiImageError
-from airflow_provider_xai_image.image_types import HEADER_BYTES, ImageType, ImageWriter, sniff_image_type
-from airflow_provider_xai_image.models import (
-    BATCH_FILE_MAX_BYTES,
-    DEFAULT_BASE_URL,
-    DEFAULT_MODEL,
-    NO_IMAGE_ERROR,
-    ImageRequest,
-    decode_b64_image,
-    parse_batch_results_page,
-    parse_image_response,
-)
+from airflow_provider_xai_image.storage.image_checks import HEADER_BYTES, ImageType, ImageWriter, sniff_image_type
 
 
 def encoded(image_format: str, size: tuple[int, int] = (8, 8)) -> bytes:

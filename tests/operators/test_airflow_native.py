@@ -12,7 +12,7 @@ import pytest
 from airflow.sdk.lineage import HookLineageCollector
 from op_helpers import conn_env, jpeg_file, make_context, write_dag
 
-from airflow_provider_xai_image import lineage
+from airflow_provider_xai_image.operators import lineage
 from airflow_provider_xai_image.operators.generate import XaiGenerateImagesOperator
 from airflow_provider_xai_image.testing import XaiEmulator
 

@@ -39,7 +39,6 @@ from op_helpers import (
     pixel_size,
 )
 
-from airflow_provider_xai_image import storage
 from airflow_provider_xai_image.exceptions import (
     XaiBudgetExceededError,
     XaiContentFilteredError,
@@ -50,10 +49,12 @@ from airflow_provider_xai_image.exceptions import (
     XaiStorageError,
 )
 from airflow_provider_xai_image.hooks.xai import XaiHook
-from airflow_provider_xai_image.lineage import OUTPUT_ALIAS
+from airflow_provider_xai_image.ledger.records import request_fingerprint
 from airflow_provider_xai_image.operators.generate import XaiGenerateImagesOperator
-from airflow_provider_xai_image.records import request_fingerprint
-from airflow_provider_xai_image.storage import ImageStore, publish
+from airflow_provider_xai_image.operators.lineage import OUTPUT_ALIAS
+from airflow_provider_xai_image.storage import publishing
+from airflow_provider_xai_image.storage.image_store import ImageStore
+from airflow_provider_xai_image.storage.publishing import publish
 from airflow_provider_xai_image.testing import MODERATION_MARKER, XaiEmulator
 from airflow_provider_xai_image.triggers.generate import XaiGenerateImagesTrigger
 
@@ -513,7 +514,7 @@ def test_publish_failing_mid_write_leaves_neither_final_nor_partial_file(
         raise OSError("disk full")
 
     monkeypatch.setattr(LocalFileSystem, "put_file", put_half_then_fail)
-    monkeypatch.setattr(storage, "PUBLISH_RETRY_SECONDS", 0.6)
+    monkeypatch.setattr(publishing, "PUBLISH_RETRY_SECONDS", 0.6)
     source = jpeg_file(tmp_path / "spool.jpg")
     final = ObjectStoragePath(f"file://{tmp_path}/out/p00000-i00-0123456789ab.jpg")
 
@@ -587,7 +588,7 @@ def test_an_upload_that_keeps_failing_fails_the_task_and_keeps_the_image_in_the_
         real_put_file(self, lpath, rpath, **kwargs)
 
     monkeypatch.setattr(LocalFileSystem, "put_file", fail_the_second_image)
-    monkeypatch.setattr(storage, "PUBLISH_RETRY_SECONDS", 0.6)
+    monkeypatch.setattr(publishing, "PUBLISH_RETRY_SECONDS", 0.6)
 
     with pytest.raises(XaiStorageError, match=r"Upload of file://\S+/p00000-i01-[0-9a-f]{12}\.jpg failed") as raised:
         make_operator(f"file://{tmp_path}/", n=2, max_concurrency=1).execute(make_context())

@@ -15,6 +15,9 @@ from airflow.providers.common.compat.sdk import AirflowFailException
 from op_helpers import jpeg_file, make_context, sha256
 
 from airflow_provider_xai_image.exceptions import XaiStorageError
+from airflow_provider_xai_image.ledger.manifest import Manifest
+from airflow_provider_xai_image.ledger.records import TaskInstanceId
+from airflow_provider_xai_image.ledger.review import REVIEW_NAME, ManifestUnderReview, read_review
 from airflow_provider_xai_image.operators import review as review_module
 from airflow_provider_xai_image.operators.review import (
     MAX_IMAGES_PER_REVIEW,
@@ -22,10 +25,9 @@ from airflow_provider_xai_image.operators.review import (
     XaiReviewImagesOperator,
     upstream_task_instance,
 )
-from airflow_provider_xai_image.records import Manifest, TaskInstanceId
-from airflow_provider_xai_image.review import REVIEW_NAME, ManifestUnderReview, read_review
-from airflow_provider_xai_image.review_form import image_url, markdown_code, markdown_text, review_body
-from airflow_provider_xai_image.storage import copy_whole, safe_segment
+from airflow_provider_xai_image.operators.review_form import image_url, markdown_code, markdown_text, review_body
+from airflow_provider_xai_image.storage.layout import safe_segment
+from airflow_provider_xai_image.storage.publishing import copy_whole
 
 RUN_ID = "manual__2026-01-01T00:00:00+00:00"
 MARKUP = "A kite ![x](http://elsewhere/x.png) <img src=x onerror=alert(1)> `code` *b*\n# heading"

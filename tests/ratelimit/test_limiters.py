@@ -13,9 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from ratelimit_support import connect
 
+from airflow_provider_xai_image.engine.ratelimit import DECREASE, AsyncRateLimiter, RateLimiter
 from airflow_provider_xai_image.exceptions import XaiPossiblyBilledError, XaiRateLimitError, XaiServerError
 from airflow_provider_xai_image.hooks.xai import XaiHook
-from airflow_provider_xai_image.ratelimit import DECREASE, AsyncRateLimiter, RateLimiter
 from airflow_provider_xai_image.testing import XaiEmulator
 
 LOG = logging.getLogger("tests.ratelimit")

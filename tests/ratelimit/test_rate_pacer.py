@@ -10,7 +10,8 @@ from collections import deque
 
 import pytest
 
-from airflow_provider_xai_image.ratelimit import (
+from airflow_provider_xai_image.engine.pace_report import PaceReport
+from airflow_provider_xai_image.engine.ratelimit import (
     DECREASE,
     HEADROOM,
     IN_FLIGHT_CAP,
@@ -18,7 +19,6 @@ from airflow_provider_xai_image.ratelimit import (
     PROBE_ROUNDS,
     RETRY_AFTER_MAX,
     Change,
-    PaceReport,
     RatePacer,
     Ticket,
     in_flight_cap,

@@ -22,7 +22,7 @@ import pytest
 from gallery_auth import OUTSIDER
 from review_support import DAG_ID, REVIEWER
 
-from airflow_provider_xai_image.review import REVIEW_NAME
+from airflow_provider_xai_image.ledger.review import REVIEW_NAME
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs `pip install playwright`")
 CHROMIUM = os.environ.get("XAI_TEST_CHROMIUM", "/usr/bin/chromium")

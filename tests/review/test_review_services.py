@@ -13,8 +13,8 @@ from urllib.parse import quote
 import pytest
 from review_support import DAG_ID, READER
 
+from airflow_provider_xai_image.ledger.review import REVIEW_NAME
 from airflow_provider_xai_image.operators.review import REJECT_ALL
-from airflow_provider_xai_image.review import REVIEW_NAME
 
 pytestmark = pytest.mark.dag
 EXAMPLE_DAG_ID = "xai_review_images"

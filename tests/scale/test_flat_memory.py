@@ -15,8 +15,9 @@ from typing import Any
 
 from airflow.sdk import ObjectStoragePath
 
-from airflow_provider_xai_image.records import ImageRecord, Manifest, RequestRecord, TaskInstanceId
-from airflow_provider_xai_image.storage import ImageStore
+from airflow_provider_xai_image.ledger.manifest import Manifest
+from airflow_provider_xai_image.ledger.records import ImageRecord, RequestRecord, TaskInstanceId
+from airflow_provider_xai_image.storage.image_store import ImageStore
 
 FINGERPRINT = "0123456789ab"
 TASK_INSTANCE = TaskInstanceId(dag_id="scale", run_id="manual__1", task_id="store", map_index=3)

@@ -13,9 +13,9 @@ import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_xai_image.exceptions import XaiRequestValidationError
+from airflow_provider_xai_image.ledger.records import batch_fingerprint
 from airflow_provider_xai_image.operators.batch import XaiAssembleManifestOperator, XaiStoreBatchResultsOperator
-from airflow_provider_xai_image.records import batch_fingerprint
-from airflow_provider_xai_image.storage import safe_segment
+from airflow_provider_xai_image.storage.layout import safe_segment
 from airflow_provider_xai_image.testing import BATCH_FAILURE_MARKER, XaiEmulator
 
 pytestmark = pytest.mark.dag

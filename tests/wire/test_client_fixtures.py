@@ -9,18 +9,13 @@ from datetime import datetime, timezone
 import pytest
 from wire_fixtures import FIXTURES, fixture, response
 
-from airflow_provider_xai_image.batch_state import judge
+from airflow_provider_xai_image.api.batches import Batch, judge, parse_batch_results_page
+from airflow_provider_xai_image.api.images import NO_IMAGE_ERROR, ImageRequest, parse_image_response
+from airflow_provider_xai_image.api.prices import ImageModel
 from airflow_provider_xai_image.exceptions import XaiAuthError
-from airflow_provider_xai_image.hooks.xai import _batches_page, error_from_response
-from airflow_provider_xai_image.image_types import ImageWriter
-from airflow_provider_xai_image.models import (
-    NO_IMAGE_ERROR,
-    Batch,
-    ImageModel,
-    ImageRequest,
-    parse_batch_results_page,
-    parse_image_response,
-)
+from airflow_provider_xai_image.hooks.batch_api import _batches_page
+from airflow_provider_xai_image.hooks.http_core import error_from_response
+from airflow_provider_xai_image.storage.image_checks import ImageWriter
 
 NOW = datetime(2026, 11, 21, tzinfo=timezone.utc)
 

@@ -1,21 +1,14 @@
-"""Where images go: deterministic names, a local spool, whole-or-nothing publishing with retries.
+"""The image store of one task instance: its images, records and manifest, through a local spool.
 
-Layout under ``output_uri`` for one task instance::
-
-    <output_uri>/<run_id>/<task_id>[/map-<map_index>]/p00000-i00-<fingerprint>.jpg   one image
-                                                     /_records/p00000-<id>.json   records of some requests
-                                                     /manifest.json               written last
-
-(``run_id`` and ``task_id`` as :func:`safe_segment` writes them.) An image's name says which prompt
-and image it is and which request made it (the request's fingerprint), so a stored image proves
+Names and layout are :mod:`~airflow_provider_xai_image.storage.layout`'s. A stored image proves
 what was paid for even when a crash lost its record: it is then recovered from storage, with size,
 type and sha256 read back. Records add what a name cannot carry (revised prompt, model, cost,
 moderation, errors); they are saved a few requests at a time and always when a try ends, and kept in
-a :class:`~airflow_provider_xai_image.records.RecordLedger` on local disk from which ``manifest.json``
+a :class:`~airflow_provider_xai_image.ledger.record_ledger.RecordLedger` on local disk from which ``manifest.json``
 is streamed at the end: the task holds nothing per image.
 
 Every image goes through a private spool folder on local disk first (one folder per task instance,
-see :mod:`~airflow_provider_xai_image.spool`), and is verified whole there before it is published. A
+see :mod:`~airflow_provider_xai_image.storage.spool`), and is verified whole there before it is published. A
 billed image stays in the spool until it is stored: publishing retries transient storage errors for up
 to a minute, and a later try on the same machine publishes the whole images left in the spool before
 asking xAI for anything. The spool folder is removed once empty, wherever it was made (worker or
@@ -24,206 +17,47 @@ triggerer).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import posixpath
-import re
 import shutil
-import tempfile
 import threading
 import time
 import uuid
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from typing import IO, TYPE_CHECKING, Any
 
-import tenacity
-from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
 from airflow.sdk import ObjectStoragePath
-from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
-from airflow_provider_xai_image.concurrency import map_concurrently
+from airflow_provider_xai_image.api.images import GeneratedImage, ImageGenerationResult
 from airflow_provider_xai_image.exceptions import (
     XaiApiError,
     XaiImageError,
-    XaiStorageConfigError,
     XaiStorageError,
 )
-from airflow_provider_xai_image.image_types import IMAGE_EXTENSIONS, ImageWriter, VerifiedImage, verify_stream
-from airflow_provider_xai_image.models import GeneratedImage, ImageGenerationResult
-from airflow_provider_xai_image.records import (
-    FINGERPRINT_CHARS,
-    ImageRecord,
-    Progress,
-    RecordLedger,
-    RequestRecord,
-    TaskInstanceId,
+from airflow_provider_xai_image.hooks.redaction import cap_error_text
+from airflow_provider_xai_image.ledger.manifest import write_manifest
+from airflow_provider_xai_image.ledger.progress import Progress
+from airflow_provider_xai_image.ledger.record_ledger import RecordLedger
+from airflow_provider_xai_image.ledger.records import ImageRecord, RequestRecord, TaskInstanceId
+from airflow_provider_xai_image.storage.image_checks import ImageWriter, VerifiedImage, verify_stream
+from airflow_provider_xai_image.storage.layout import IMAGE_NAME, MANIFEST_NAME, RECORDS_DIR, image_stem
+from airflow_provider_xai_image.storage.publishing import (
+    STAGING_DEAD_SECONDS,
+    STAGING_NAME,
+    check_output_location,
+    publish,
 )
-from airflow_provider_xai_image.redaction import cap_error_text
-from airflow_provider_xai_image.spool import Spool
+from airflow_provider_xai_image.storage.spool import Spool
+from airflow_provider_xai_image.storage.stored_records import read_saved_records, recover_unrecorded_images
 
 if TYPE_CHECKING:
     from airflow_provider_xai_image.hooks.xai import XaiHook
 
-MANIFEST_NAME = "manifest.json"
-RECORDS_DIR = "_records"
 #: Records are saved once this many requests are unsaved, or the oldest is this many seconds old.
 RECORDS_PER_OBJECT = 16
 RECORDS_MAX_AGE_SECONDS = 2.0
-#: Records objects read at once when a try resumes (or a batch job's shares are assembled).
-RECORDS_READ_CONCURRENCY = 16
-#: Bits of a record's place within its object, in its merge order.
-_PLACE_BITS = 20
-#: How long publishing retries a storage error before the task fails (the image stays spooled).
-PUBLISH_RETRY_SECONDS = 60.0
-#: A local staging file untouched this long was left by a killed upload.
-STAGING_DEAD_SECONDS = 60.0
-_SAFE_SEGMENT = re.compile(r"[^A-Za-z0-9._-]")
-_IMAGE_NAME = re.compile(
-    rf"^p(?P<prompt>\d{{5}})-i(?P<image>\d{{2}})-(?P<fingerprint>[0-9a-f]{{{FINGERPRINT_CHARS}}})"
-    rf"\.(?P<extension>{'|'.join(IMAGE_EXTENSIONS)})$"
-)
-#: What publishing to a local file system stages beside an object (left behind when a worker is killed).
-_STAGING_NAME = re.compile(r"^\..+\.partial-[0-9a-f]{32}$")
-#: Storage errors a retry cannot fix.
-_PERMANENT_STORAGE_ERRORS = (FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError)
-
-
-def image_stem(prompt_index: int, image_index: int, fingerprint: str) -> str:
-    """The name of an image without its extension (no prompt text, ever)."""
-    return f"p{prompt_index:05d}-i{image_index:02d}-{fingerprint}"
-
-
-def safe_segment(value: str) -> str:
-    """A path segment for ``value``: itself when already safe, else cleaned plus a short hash (no collisions)."""
-    cleaned = _SAFE_SEGMENT.sub("_", value)
-    if cleaned == value:
-        return value
-    return f"{cleaned}-{hashlib.sha256(value.encode()).hexdigest()[:8]}"
-
-
-def name_in_folder(uri: str | None, folder: str) -> str | None:
-    """The file name of ``uri`` when it lies directly in ``folder``, else None.
-
-    :param uri: A stored file's URI (None: no file).
-    :param folder: A folder's URI, without a trailing ``/``.
-    """
-    parent, _, name = (uri or "").rpartition("/")
-    return name if parent == folder and name not in ("", ".", "..") else None
-
-
-def task_output_path(output_uri: str, run_id: str, task_id: str, map_index: int | None) -> ObjectStoragePath:
-    """The folder of one task instance's images under ``output_uri``."""
-    base = ObjectStoragePath(output_uri) / safe_segment(run_id) / safe_segment(task_id)
-    if map_index is not None and map_index >= 0:
-        base = base / f"map-{map_index}"
-    return base
-
-
-def publish(fs: AbstractFileSystem, path: str, *, local_file: str | None = None, data: bytes | None = None) -> None:
-    """
-    Make the object at ``path`` of ``fs`` appear whole or not at all, retrying transient storage errors
-    with backoff for up to :data:`PUBLISH_RETRY_SECONDS`.
-
-    Object stores (S3, GCS, Azure) only show an object once its upload completed, so the upload
-    goes straight to the final key. A local file system would show a half-written file, so the
-    bytes go to a hidden sibling first and are renamed into place.
-    """
-    for attempt in _publish_retrying():
-        with attempt:
-            _publish_once(fs, path, local_file, data)
-
-
-def _publish_retrying() -> tenacity.Retrying:
-    """Retries of transient storage errors, for up to :data:`PUBLISH_RETRY_SECONDS`."""
-    return tenacity.Retrying(
-        retry=tenacity.retry_if_not_exception_type(_PERMANENT_STORAGE_ERRORS),
-        stop=tenacity.stop_after_delay(PUBLISH_RETRY_SECONDS),
-        wait=tenacity.wait_exponential(multiplier=0.5, max=10.0),
-        reraise=True,
-    )
-
-
-def _publish_once(fs: AbstractFileSystem, path: str, local_file: str | None, data: bytes | None) -> None:
-    staging = path
-    if isinstance(fs, LocalFileSystem):
-        folder, name = posixpath.split(path)
-        fs.makedirs(folder, exist_ok=True)
-        staging = f"{folder}/.{name}.partial-{uuid.uuid4().hex}"
-    try:
-        if local_file is not None:
-            fs.put_file(local_file, staging)
-        else:
-            fs.pipe_file(staging, data or b"")
-        if staging != path:
-            os.replace(staging, path)
-    finally:
-        if staging != path and os.path.exists(staging):
-            os.remove(staging)
-
-
-def copy_whole(source: ObjectStoragePath, target: ObjectStoragePath, sha256: str | None) -> bool:
-    """
-    Copy the object at ``source`` to ``target`` so that it appears whole or not at all; return False
-    when ``target`` holds it already (nothing copied), True when copied.
-
-    Within one object store the copy is server-side (an object shows only once its copy completed);
-    a local file goes through :func:`publish`, and an object of another store is read into a local
-    temporary file first.
-
-    :param source: The object to copy.
-    :param target: Where it goes.
-    :param sha256: The source's digest: an existing target with another digest is not overwritten.
-    """
-    if target.exists():
-        if sha256 is None or _sha256(target) == sha256:
-            return False
-        raise XaiStorageError(f"{target} exists and holds other bytes than {source}; it was not overwritten.")
-    if source.samestore(target) and not isinstance(target.fs, LocalFileSystem):
-        for attempt in _publish_retrying():
-            with attempt:
-                target.fs.copy(source.path, target.path)
-    elif isinstance(source.fs, LocalFileSystem):
-        publish(target.fs, target.path, local_file=source.path)
-    else:
-        with tempfile.TemporaryDirectory() as spool:
-            local_file = os.path.join(spool, source.name)
-            source.fs.get_file(source.path, local_file)
-            publish(target.fs, target.path, local_file=local_file)
-    return True
-
-
-def _sha256(path: ObjectStoragePath) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def check_output_location(folder: ObjectStoragePath, parameter: str = "output_uri") -> None:
-    """Before anything is paid for: the storage connection exists, and the folder takes (and gives back)
-    a small probe object. A missing connection would silently fall back to ambient credentials."""
-    conn_id = getattr(folder, "conn_id", None)
-    if conn_id:
-        try:
-            BaseHook.get_connection(conn_id)
-        except AirflowNotFoundException:
-            raise XaiStorageConfigError(
-                f"{parameter}: the storage connection {conn_id!r} named in {folder} does not exist; "
-                "no request was sent."
-            ) from None
-    probe = f"{folder.path.rstrip('/')}/{RECORDS_DIR}/.probe-{uuid.uuid4().hex}"
-    try:
-        _publish_once(folder.fs, probe, None, b"probe")
-        folder.fs.rm_file(probe)
-    except Exception as error:
-        raise XaiStorageConfigError(
-            f"{parameter}: cannot write to {folder} ({type(error).__name__}: {error}); no request was sent."
-        ) from None
 
 
 class ImageStore:
@@ -272,7 +106,7 @@ class ImageStore:
         try:
             publish(self._fs, f"{self._path}/{name}", local_file=local_file, data=data)
         except Exception as error:
-            spooled = local_file is not None and _IMAGE_NAME.match(name)
+            spooled = local_file is not None and IMAGE_NAME.match(name)
             kept = f"; the image stays in the spool {local_file} for the next try" if spooled else ""
             raise XaiStorageError(f"Upload of {uri} failed: {type(error).__name__}: {error}{kept}") from error
         return uri
@@ -303,7 +137,7 @@ class ImageStore:
         self.remove_spool_if_empty()
 
     def _is_whole_spooled_image(self, entry: os.DirEntry[str]) -> bool:
-        match = _IMAGE_NAME.match(entry.name)
+        match = IMAGE_NAME.match(entry.name)
         if match is None or not entry.is_file(follow_symlinks=False):
             self.hook.log.info("Removing %s from the spool: not an image an earlier try stored", entry.name)
             return False
@@ -327,7 +161,7 @@ class ImageStore:
         for folder in (self._path, f"{self._path}/{RECORDS_DIR}"):
             with suppress(FileNotFoundError, NotADirectoryError), os.scandir(folder) as scan:
                 for entry in scan:
-                    if _STAGING_NAME.match(entry.name) and entry.stat(follow_symlinks=False).st_mtime < dead_before:
+                    if STAGING_NAME.match(entry.name) and entry.stat(follow_symlinks=False).st_mtime < dead_before:
                         os.remove(entry.path)
 
     # -- storing -------------------------------------------------------------------------------------
@@ -475,7 +309,8 @@ class ImageStore:
             self._ledger.close()
         self._ledger = RecordLedger(fingerprint_of)
         self.read_records(self.folder)
-        recovered = list(self._recover_unrecorded_images(prompts))
+        warn = lambda *args: self.hook.log.warning(*args)  # noqa: E731  (no hook needed when nothing is wrong)
+        recovered = list(recover_unrecorded_images(self.folder, self.ledger, prompts, warn))
         for record in recovered:
             self.add_record(record)
         if recovered:
@@ -494,56 +329,7 @@ class ImageStore:
 
         :param folder: A task instance's folder.
         """
-        records_dir = folder / RECORDS_DIR
-        if not records_dir.exists():
-            return
-        names = sorted(
-            path.name for path in records_dir.iterdir() if path.name.endswith(".json") and not path.name.startswith(".")
-        )
-        first = self._records_objects_read
-        self._records_objects_read += len(names)
-
-        def read(item: tuple[int, str]) -> None:
-            number, name = item
-            for place, data in enumerate(json.loads((records_dir / name).read_bytes())):
-                self.ledger.add(RequestRecord.model_validate(data), seq=(first + number) << _PLACE_BITS | place)
-
-        deque(map_concurrently(read, enumerate(names), RECORDS_READ_CONCURRENCY), maxlen=0)
-
-    def _recover_unrecorded_images(self, prompts: Sequence[str | None] | None) -> Iterator[RequestRecord]:
-        if not self.folder.exists():
-            return
-        for path in self.folder.iterdir():
-            match = _IMAGE_NAME.match(path.name)
-            if match is None or self.ledger.has_uri(str(path)):
-                continue
-            prompt_index = int(match["prompt"])
-            prompt = prompts[prompt_index] if prompts is not None and prompt_index < len(prompts) else None
-            try:
-                with path.open("rb") as stream, open(os.devnull, "wb") as sink:
-                    image = verify_stream(stream, sink, str(path))
-            except XaiImageError as error:
-                self.hook.log.warning("Not reusing %s: %s", path, error)
-                continue
-            yield RequestRecord(
-                prompt_index=prompt_index,
-                prompt=prompt,
-                model="unknown",
-                fingerprint=match["fingerprint"],
-                recovered=True,
-                images=[
-                    ImageRecord(
-                        uri=str(path),
-                        prompt_index=prompt_index,
-                        image_index=int(match["image"]),
-                        prompt=prompt,
-                        model="unknown",
-                        mime_type=image.image_type.mime_type,
-                        bytes=image.size,
-                        sha256=image.sha256,
-                    )
-                ],
-            )
+        self._records_objects_read += read_saved_records(folder, self.ledger, self._records_objects_read)
 
     def write_manifest(
         self, parameters: dict[str, Any], elapsed_seconds: float, task_instance: TaskInstanceId
@@ -560,8 +346,12 @@ class ImageStore:
         spooled = os.path.join(self.spool, spooled_name)
         try:
             with self.spool_folder.create(spooled_name) as sink:
-                totals = self.ledger.write_manifest(
-                    sink, task_instance=task_instance, elapsed_seconds=elapsed_seconds, parameters=parameters
+                totals = write_manifest(
+                    self.ledger,
+                    sink,
+                    task_instance=task_instance,
+                    elapsed_seconds=elapsed_seconds,
+                    parameters=parameters,
                 )
             uri = self._publish(MANIFEST_NAME, local_file=spooled)
         finally:

@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from airflow.sdk import ObjectStoragePath
 from fsspec.implementations.local import LocalFileSystem
 
+from airflow_provider_xai_image.api.images import MAX_SOURCE_IMAGE_BYTES, SOURCE_IMAGE_TYPES
 from airflow_provider_xai_image.exceptions import XaiImageError, XaiSourceImageError
-from airflow_provider_xai_image.image_types import verify_stream
-from airflow_provider_xai_image.models import MAX_SOURCE_IMAGE_BYTES, SOURCE_IMAGE_TYPES
 from airflow_provider_xai_image.settings import SECTION, allowed_local_source_roots
+from airflow_provider_xai_image.storage.image_checks import verify_stream
 
 #: Folders local sources must be in (comma-separated; empty: anywhere the process can read).
 

@@ -15,11 +15,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from typing import TypeVar
 
-from airflow_provider_xai_image.budget import CostBudget
+from airflow_provider_xai_image.api.images import ImageGenerationResult, ImageRequest
+from airflow_provider_xai_image.engine.budget import CostBudget
 from airflow_provider_xai_image.exceptions import XaiBudgetExceededError, XaiPossiblyBilledError
-from airflow_provider_xai_image.models import ImageGenerationResult, ImageRequest
-from airflow_provider_xai_image.records import Remaining, RequestRecord, check_moderation, request_fingerprint
-from airflow_provider_xai_image.storage import ImageStore
+from airflow_provider_xai_image.ledger.progress import Remaining, check_moderation
+from airflow_provider_xai_image.ledger.records import RequestRecord, request_fingerprint
+from airflow_provider_xai_image.storage.image_store import ImageStore
 
 Value = TypeVar("Value")
 

@@ -14,8 +14,9 @@ from typing import Any, Literal
 from airflow.sdk import ObjectStoragePath
 from pydantic import BaseModel, Field
 
-from airflow_provider_xai_image.records import ImageRecord, Manifest
-from airflow_provider_xai_image.storage import name_in_folder
+from airflow_provider_xai_image.ledger.manifest import Manifest
+from airflow_provider_xai_image.ledger.records import ImageRecord
+from airflow_provider_xai_image.storage.layout import name_in_folder
 
 #: The decision's file name, in the folder of the manifest it is about.
 REVIEW_NAME = "review.json"

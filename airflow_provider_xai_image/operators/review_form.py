@@ -16,9 +16,9 @@ import re
 from collections.abc import Mapping
 from urllib.parse import quote, urlencode
 
-from airflow_provider_xai_image.budget import usd
+from airflow_provider_xai_image.engine.budget import usd
+from airflow_provider_xai_image.ledger.records import ImageRecord, TaskInstanceId
 from airflow_provider_xai_image.plugins.gallery_plugin import URL_PREFIX
-from airflow_provider_xai_image.records import ImageRecord, TaskInstanceId
 
 _ASCII_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

@@ -6,7 +6,7 @@ call. A failure that may have reached xAI (read timeout, dropped connection, 500
 unreadable 200) is retried freely for free calls, but a paid request raises it as
 :class:`~airflow_provider_xai_image.exceptions.XaiPossiblyBilledError` and is re-sent at most
 ``max_ambiguous_retries`` times (default 0): xAI bills a request it ran even when the client has gone.
-A call made through a task's rate limiter (:mod:`airflow_provider_xai_image.ratelimit`) leaves 429s to
+A call made through a task's rate limiter (:mod:`airflow_provider_xai_image.engine.ratelimit`) leaves 429s to
 the limiter (``retry_rate_limits=False``): they then never count against ``max_retries``. The sends of one
 paid request that may have reached xAI are counted across every call that sends it
 (:class:`AmbiguousAttempts`), so a limiter's re-sends neither reset ``max_ambiguous_retries`` nor drop

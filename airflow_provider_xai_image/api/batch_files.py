@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 
-from airflow_provider_xai_image.models import BATCH_FILE_MAX_BYTES, ImageRequest
+from airflow_provider_xai_image.api.batches import BATCH_FILE_MAX_BYTES
+from airflow_provider_xai_image.api.images import ImageRequest
 
 
 def batch_files(

@@ -1,20 +1,20 @@
-"""The xAI image API's wire format: limits, request bodies and response shapes, in one place.
+"""The xAI image API's wire format: limits, paths, request bodies and image responses.
 
-Everything that depends on the exact spelling of a field in ``docs/xai-api.md`` lives here,
-so that a difference seen on a real call is a one-line change. Only the client uses these
-definitions: the emulator in ``testing/`` keeps its own copy of the contract, so that a wrong field
-name here fails a test instead of agreeing with the emulator by construction.
+Everything that depends on the exact spelling of a field in ``docs/xai-api.md`` lives in ``api/`` (this
+module, ``batches``, ``batch_files``, ``prices``), so that a difference seen on a real call is a one-line
+change. Only the client uses these definitions: the emulator in ``testing/`` keeps its own copy of the
+contract, so that a wrong field name here fails a test instead of agreeing with the emulator by construction.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime, time, timezone
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from airflow_provider_xai_image.api.prices import USD_TICKS_PER_USD
 from airflow_provider_xai_image.exceptions import XaiRequestValidationError
 
 DEFAULT_BASE_URL = "https://api.x.ai/v1"
@@ -43,12 +43,6 @@ MAX_SOURCE_IMAGES = 3
 MAX_SOURCE_IMAGE_BYTES = 10 * 1024 * 1024
 SOURCE_IMAGE_TYPES: tuple[str, ...] = ("image/png", "image/jpeg", "image/webp")
 
-#: 1 tick = 1e-10 USD (``usage.cost_in_usd_ticks``, ``image_price``, ``price_per_image``).
-USD_TICKS_PER_USD = 10_000_000_000
-#: The highest price per image xAI lists ($0.08, ``grok-imagine-image-2.0`` at medium/2k): what a budget
-#: estimate assumes when the price of a model cannot be read (estimate high, never low).
-HIGHEST_KNOWN_PRICE_USD_TICKS = 800_000_000
-
 GENERATIONS_PATH = "images/generations"
 EDITS_PATH = "images/edits"
 MODELS_PATH = "image-generation-models"
@@ -56,10 +50,6 @@ API_KEY_PATH = "api-key"
 FILES_PATH = "files"
 BATCHES_PATH = "batches"
 
-#: Form fields of ``POST /files`` sent before the ``file`` part (xAI reads them first).
-BATCH_FILE_FIELDS: dict[str, str] = {"purpose": "batch"}
-#: A batch input file is kept under this size (xAI publishes no limit); a larger job becomes several batches.
-BATCH_FILE_MAX_BYTES = 100_000_000
 #: The most results (and batches) one page may hold: the ``limit`` query parameter.
 MAX_PAGE_LIMIT = 1000
 
@@ -199,132 +189,3 @@ def parse_image_response(
         cost_usd_ticks=int((payload.get("usage") or {}).get("cost_in_usd_ticks") or 0),
         error=None if images else NO_IMAGE_ERROR,
     )
-
-
-class PriceTier(BaseModel):
-    """One entry of a model's ``pricing`` matrix."""
-
-    quality: str | None = None
-    resolution: str | None = None
-    price_per_image: int
-
-
-class ImageModel(BaseModel):
-    """An entry of ``GET /image-generation-models``."""
-
-    model_config = ConfigDict(extra="allow")
-
-    id: str
-    aliases: list[str] = Field(default_factory=list)
-    image_price: int | None = None
-    pricing: list[PriceTier] = Field(default_factory=list)
-
-    def price_usd_ticks(self, quality: str | None, resolution: str | None) -> int | None:
-        """The price of one image: the highest tier matching what is set (``pricing``), else ``image_price``."""
-        prices = [
-            tier.price_per_image
-            for tier in self.pricing
-            if (quality is None or tier.quality in (None, quality))
-            and (resolution is None or tier.resolution in (None, resolution))
-        ]
-        return max(prices) if prices else self.image_price
-
-
-class BatchState(BaseModel):
-    """Counters of a batch (``state`` of the Batch object)."""
-
-    num_requests: int = 0
-    num_pending: int = 0
-    num_success: int = 0
-    num_error: int = 0
-    num_cancelled: int = 0
-
-
-class Batch(BaseModel):
-    """The Batch object of ``GET /batches/{id}`` (its cost is the sum of its results' ``usage``)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    batch_id: str
-    name: str | None = None
-    create_time: str | None = None
-    expire_time: str | None = None
-    cancel_time: str | None = None
-    cancel_by_xai_message: str | None = None
-    state: BatchState = Field(default_factory=BatchState)
-
-    @property
-    def is_validating(self) -> bool:
-        """Every counter is 0: xAI is still reading the input file."""
-        return self.state == BatchState() and not self.cancel_time
-
-    def expires_at(self) -> datetime | None:
-        """``expire_time`` as a moment; a bare date (``YYYY-MM-DD``) means the end of that day, UTC."""
-        if not self.expire_time:
-            return None
-        text = self.expire_time.strip()
-        try:
-            if len(text) == 10:
-                day = datetime.strptime(text, "%Y-%m-%d").date()
-                return datetime.combine(day, time.max, tzinfo=timezone.utc)
-            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
-class BatchResult(BaseModel):
-    """One result of a batch.
-
-    ``result`` on success; ``error`` when xAI reports the request failed; ``unreadable`` when the item
-    could not be read (a shape this client does not know): never a silent loss.
-    """
-
-    batch_request_id: str
-    result: ImageGenerationResult | None = None
-    error: str | None = None
-    unreadable: str | None = None
-
-
-def parse_batch_results_page(payload: dict[str, Any], requested_model: str) -> tuple[list[BatchResult], str | None]:
-    """Read one results page; return its results and the next page's token (None on the last page).
-
-    Each item is ``{"batch_request_id", "batch_result": {"response": {<kind>: <image response>}}}`` on
-    success (whichever single kind key is there), ``{"batch_request_id", "batch_result": {"error":
-    {code, message} | "text"}}`` or ``{"batch_request_id", "error_message"}`` on failure.
-    """
-    items = payload.get("results")
-    if not isinstance(items, list):
-        raise ValueError(f"a results page must hold a 'results' list; got the keys {sorted(payload)}")
-    return [_batch_result(item, requested_model) for item in items], payload.get("pagination_token") or None
-
-
-def _batch_result(item: Any, requested_model: str) -> BatchResult:
-    request_id = str(item.get("batch_request_id", "")) if isinstance(item, dict) else ""
-    try:
-        outcome = item.get("batch_result") or {}
-        response = outcome.get("response")
-        if response is not None:
-            (_kind, image_response), *others = response.items()
-            if others or not isinstance(image_response, dict):
-                raise ValueError(f"the response must hold one image response, got the keys {sorted(response)}")
-            return BatchResult(
-                batch_request_id=request_id, result=parse_image_response(image_response, requested_model)
-            )
-        error = _error_text(outcome.get("error")) or _error_text(item.get("error_message"))
-        if error is None:
-            raise ValueError(f"neither a response nor an error, got the keys {sorted(item)}")
-        return BatchResult(batch_request_id=request_id, error=error)
-    except (AttributeError, KeyError, TypeError, ValueError) as error:
-        return BatchResult(batch_request_id=request_id, unreadable=f"{type(error).__name__}: {error}"[:300])
-
-
-def _error_text(error: Any) -> str | None:
-    """The text of an error object ``{code, message}`` or string; None for none (success items may carry
-    ``{"code": 0, "message": ""}``)."""
-    if isinstance(error, dict):
-        code, message = error.get("code"), error.get("message")
-        if not code and not message:
-            return None
-        return f"{message or 'error'} (code {code})" if code else str(message)
-    return str(error) if error else None

@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 import fsspec
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from airflow_provider_xai_image.api.images import MAX_IMAGES_PER_REQUEST, MAX_SOURCE_IMAGES
 from airflow_provider_xai_image.exceptions import XaiRequestValidationError
-from airflow_provider_xai_image.models import MAX_IMAGES_PER_REQUEST, MAX_SOURCE_IMAGES
 
 OnModeration = Literal["fail", "skip"]
 ON_MODERATION_CHOICES: tuple[str, ...] = get_args(OnModeration)

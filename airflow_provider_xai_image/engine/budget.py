@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 
+from airflow_provider_xai_image.api.prices import USD_TICKS_PER_USD
 from airflow_provider_xai_image.exceptions import XaiBudgetExceededError
-from airflow_provider_xai_image.models import USD_TICKS_PER_USD
 
 
 def usd(ticks: int) -> str:

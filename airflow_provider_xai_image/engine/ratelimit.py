@@ -29,7 +29,8 @@ How many requests may be in flight at once is left to the caller (its threads or
 - **Give up** when no request succeeded for ``give_up_after`` seconds while 429s came (default
   :data:`GIVE_UP_AFTER`): :class:`XaiRateLimitError`, which Airflow retries; the retry resumes.
 
-Changes of pace reach the task log at most every :data:`REPORT_INTERVAL` seconds (:class:`PaceReport`).
+Changes of pace reach the task log at most every few seconds
+(:class:`~airflow_provider_xai_image.engine.pace_report.PaceReport`).
 """
 
 from __future__ import annotations
@@ -40,11 +41,12 @@ import math
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
+from airflow_provider_xai_image.engine.pace_report import PaceReport
 from airflow_provider_xai_image.exceptions import XaiRateLimitError
-from airflow_provider_xai_image.retry import RETRY_AFTER_MAX
+from airflow_provider_xai_image.hooks.retry import RETRY_AFTER_MAX
 
 Result = TypeVar("Result")
 
@@ -67,8 +69,6 @@ MIN_RATE = 0.05
 PROBE_ROUNDS = 4
 #: Smallest step of the pace upward, as a share of the limit given.
 PROBE_STEP = 0.01
-#: Seconds between two reports of the pace in the task log.
-REPORT_INTERVAL = 10.0
 
 
 def in_flight_cap(max_concurrency: int | None) -> int:
@@ -198,70 +198,6 @@ class RatePacer:
         self.rate = rate
         self._successes = 0
         return change
-
-
-@dataclass
-class PaceReport:
-    """What the task log says about the pace: the first change at once, later ones summed up at most
-    every ``interval`` seconds, and a last word when the requests are done.
-
-    :param start: The starting pace (requests per second).
-    :param interval: Seconds between two reports.
-    """
-
-    start: float
-    interval: float = REPORT_INTERVAL
-    #: 429s seen in all (one slowdown may gather many).
-    refusals: int = 0
-    _told_at: float = -math.inf
-    _told_rate: float = 0.0
-    _slowdowns: int = 0
-    _speedups: int = 0
-    _retry_after: set[float] = field(default_factory=set)
-
-    def __post_init__(self) -> None:
-        self._told_rate = self.start
-
-    def refused(self) -> None:
-        """One more 429."""
-        self.refusals += 1
-
-    def changed(self, change: Change, in_flight: int, now: float) -> str | None:
-        """Note ``change``; the report to log now, if one is due."""
-        if change.refused:
-            self._slowdowns += 1
-            if change.retry_after is not None:
-                self._retry_after.add(change.retry_after)
-        else:
-            self._speedups += 1
-        if now - self._told_at < self.interval:
-            return None
-        return self._report(change.after, in_flight, now)
-
-    def final(self, rate: float) -> str:
-        """The last word: where the pace ended and how many 429s came."""
-        return (
-            f"Requests were paced at {rate:.2f} requests/s at the end (started at {self.start:.2f}); "
-            f"xAI answered 429 {self.refusals} time(s) (never billed)."
-        )
-
-    def _report(self, rate: float, in_flight: int, now: float) -> str:
-        reasons = []
-        if self._slowdowns:
-            waits = ", ".join(f"{seconds:g} s" for seconds in sorted(self._retry_after)) or "none"
-            reasons.append(
-                f"slowed down {self._slowdowns} time(s) by 429s from xAI (rate limited; Retry-After: {waits})"
-            )
-        if self._speedups:
-            reasons.append(f"sped up {self._speedups} time(s) after runs of successes")
-        message = (
-            f"Pace {rate:.2f} requests/s (was {self._told_rate:.2f}): {' and '.join(reasons)}; "
-            f"{in_flight} request(s) in flight, {self.refusals} 429(s) so far"
-        )
-        self._told_at, self._told_rate = now, rate
-        self._slowdowns = self._speedups = 0
-        self._retry_after.clear()
-        return message
 
 
 class _Limiter:
