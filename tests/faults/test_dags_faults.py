@@ -202,6 +202,6 @@ def test_a_worker_killed_mid_download_leaves_no_partial_file_in_the_output(
 
 
 def _airflow() -> list[str]:
-    from dag_runner import airflow_executable
+    from support.dag_runner import airflow_executable
 
     return airflow_executable()

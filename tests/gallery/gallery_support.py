@@ -23,8 +23,8 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
-from dag_runner import DagTestResult, airflow_executable, pycache_env
 from gallery_auth import AUTHOR, DENIED_DAG_ID, OUTSIDER
+from support.dag_runner import DagTestResult, airflow_executable, pycache_env
 
 GALLERY_TESTS = Path(__file__).resolve().parent
 READER = "reader"

@@ -31,10 +31,9 @@ from op_helpers import (
     conn_env,
     fingerprint_of,
     image_requests,
-    jpeg_file,
-    pixel_size,
     write_dag,
 )
+from support.images import jpeg_file, pixel_size
 
 from airflow_provider_xai_image.testing import XaiEmulator
 

@@ -33,11 +33,10 @@ from op_helpers import (
     check_manifest,
     fingerprint_of,
     image_requests,
-    jpeg_file,
     make_context,
     permanent_cause,
-    pixel_size,
 )
+from support.images import jpeg_file, pixel_size
 
 from airflow_provider_xai_image.exceptions import (
     XaiBudgetExceededError,

@@ -24,9 +24,9 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
-from dag_runner import airflow_base_env, airflow_executable, migrate_db, pycache_env
 from gallery_auth import OUTSIDER
 from gallery_support import GALLERY_TESTS, ApiServer, free_port
+from support.dag_runner import airflow_base_env, airflow_executable, migrate_db, pycache_env
 
 REVIEW_TESTS = Path(__file__).resolve().parent
 REVIEWER = "reviewer"
