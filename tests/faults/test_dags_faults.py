@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fault_support import conn_json, generation_posts, write_dag
+from faults_support import conn_json, generation_posts, write_dag
 
 from airflow_provider_xai_image.storage.image_checks import verify_stream
 from airflow_provider_xai_image.testing import XaiEmulator

@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from op_helpers import (
+from operators_support import (
     IMAGE_NAME,
     JPEG_MAGIC,
     RECORDS_NAME,

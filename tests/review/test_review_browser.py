@@ -19,8 +19,8 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from gallery_auth import OUTSIDER
 from review_support import DAG_ID, REVIEWER, WAITING_FOR_INPUT
+from support.auth_manager import OUTSIDER
 
 from airflow_provider_xai_image.ledger.review import REVIEW_NAME
 

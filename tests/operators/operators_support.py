@@ -1,4 +1,4 @@
-"""Helpers shared by the XaiGenerateImagesOperator tests (imported as ``op_helpers``; no fixtures here)."""
+"""Helpers shared by the XaiGenerateImagesOperator tests (imported as ``operators_support``; no fixtures here)."""
 
 from __future__ import annotations
 
