@@ -42,7 +42,7 @@ if "airflow" in sys.modules:  # pragma: no cover - guards the import order this 
         "in plugins, inside fixtures."
     )
 
-from dag_runner import AWS_REGION, DagTestRunner, MotoS3, airflow_base_env, migrate_db, pycache_prefix
+from support.dag_runner import AWS_REGION, DagTestRunner, MotoS3, airflow_base_env, migrate_db, pycache_prefix
 
 #: Nothing listens on the discard port: a client that ignores the moto connection fails fast.
 UNREACHABLE_AWS_ENDPOINT = "http://127.0.0.1:9"

@@ -1,4 +1,4 @@
-"""Tests of the test harness itself (conftest.py, dag_runner.py), and of the Airflow 3.3 behaviour
+"""Tests of the test harness itself (conftest.py, support/dag_runner.py), and of the Airflow 3.3 behaviour
 the provider's tests rely on: ObjectStoragePath on moto, XCom, asset events with ``extra``,
 ``task_state_store``, deferral and reschedule under ``airflow dags test``.
 """

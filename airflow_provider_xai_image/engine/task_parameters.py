@@ -72,7 +72,7 @@ class TaskParameters(BaseModel):
 
     prompt: Prompts | None = Field(default=None, description=_PROMPTS_ALLOWED)
     prompts: Prompts | None = Field(default=None, description=_PROMPTS_ALLOWED)
-    output_uri: str | None = None
+    output_uri: str | None = Field(default=None, description="a storage URI (s3://, gs://, abfs://, file://, ...)")
     source_images: SourceImages | None = None
     n: ImagesPerPrompt | None = None
     max_cost_usd: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from task_context import FakeStateStore, make_task_context
+from support.task_context import FakeStateStore, make_task_context
 
 from airflow_provider_xai_image.api.batch_files import batch_files
 from airflow_provider_xai_image.hooks.xai import XaiHook

@@ -28,7 +28,7 @@ from batch_support import (
     refuse,
     write_dag,
 )
-from dag_runner import DagTestResult
+from support.dag_runner import DagTestResult
 
 from airflow_provider_xai_image.ledger.records import batch_fingerprint
 from airflow_provider_xai_image.storage.layout import safe_segment

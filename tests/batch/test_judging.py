@@ -1,167 +1,22 @@
-"""How a batch job is judged (``api.batches.judge``): pending, success, failed or refused.
-
-First the rule itself on Batch objects (a validating batch, counts short of what was submitted, xAI's
-refusal, expiry with a bare-date ``expire_time``, failures summed over the batches of a job), then
-the sensor in-process against the emulator: a batch past its expire_time, a cancelled one, a batch
-still validating its input file, and max_failed_fraction taken exactly (0.58 of 50 allows 29).
+"""How the sensor judges a batch job (``api.batches.judge``, whose rule is tested in
+``tests/unit/api/test_batches.py``), in-process against the emulator: a batch past its expire_time, a
+cancelled one, a batch still validating its input file, and max_failed_fraction taken exactly (0.58 of
+50 allows 29).
 """
 
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 from batch_support import make_context, submit_batch, wait_until_counted
 
-from airflow_provider_xai_image.api.batches import Batch, BatchState, judge, judge_one, split_batch_ids
+from airflow_provider_xai_image.api.batches import Batch, BatchState, judge
 from airflow_provider_xai_image.exceptions import XaiBatchFailedError, XaiBatchRefusedError
 from airflow_provider_xai_image.hooks.xai import XaiHook
 from airflow_provider_xai_image.sensors.batch import XaiBatchSensor
 from airflow_provider_xai_image.testing import BATCH_FAILURE_MARKER, XaiEmulator
-
-NOW = datetime(2026, 3, 10, 12, 0, tzinfo=timezone.utc)
-
-
-def batch(batch_id: str = "b1", *, expire_time: str | None = "2026-03-11", **state: int) -> Batch:
-    return Batch(batch_id=batch_id, expire_time=expire_time, state=BatchState(**state))
-
-
-def done(batch_id: str, requests: int, errors: int = 0) -> Batch:
-    return batch(batch_id, num_requests=requests, num_success=requests - errors, num_error=errors)
-
-
-# --------------------------------------------------------------------------- the rule
-
-
-@pytest.mark.parametrize(
-    ("batches", "expected", "fraction", "status", "message"),
-    [
-        pytest.param([batch()], None, 0.0, "pending", "batch b1: xAI is validating the input file", id="validating"),
-        pytest.param(
-            [batch(num_requests=3, num_success=3)],
-            [5],
-            0.0,
-            "pending",
-            "batch b1: 3 succeeded, 0 failed, 0 cancelled, 0 pending of 3 (xAI counts 3 of 5)",
-            id="fewer-counted-than-submitted",
-        ),
-        pytest.param(
-            [batch(num_requests=4, num_success=1, num_pending=3)],
-            [4],
-            0.0,
-            "pending",
-            "batch b1: 1 succeeded, 0 failed, 0 cancelled, 3 pending of 4",
-            id="requests-pending",
-        ),
-        pytest.param(
-            [done("b1", 4), done("b2", 2)],
-            [4, 2],
-            0.0,
-            "success",
-            "batch b1: 4 succeeded, 0 failed, 0 cancelled, 0 pending of 4; "
-            "batch b2: 2 succeeded, 0 failed, 0 cancelled, 0 pending of 2",
-            id="every-part-done",
-        ),
-        pytest.param(
-            [done("b1", 10, errors=2), done("b2", 10, errors=2)],
-            None,
-            0.15,
-            "failed",
-            "batch b1: 8 succeeded, 2 failed, 0 cancelled, 0 pending of 10; "
-            "batch b2: 8 succeeded, 2 failed, 0 cancelled, 0 pending of 10; "
-            "4 failed requests, over max_failed_fraction=0.15 (3 allowed)",
-            id="failures-summed-over-parts",
-        ),
-        pytest.param(
-            [done("b1", 10, errors=2), done("b2", 10, errors=2)],
-            None,
-            0.2,
-            "success",
-            "batch b1: 8 succeeded, 2 failed, 0 cancelled, 0 pending of 10; "
-            "batch b2: 8 succeeded, 2 failed, 0 cancelled, 0 pending of 10",
-            id="failures-within-the-fraction",
-        ),
-        pytest.param(
-            [
-                done("b1", 10, errors=9),
-                Batch(
-                    batch_id="b2",
-                    cancel_time="2026-03-10T11:00:00Z",
-                    cancel_by_xai_message="Invalid input file: line 3",
-                    state=BatchState(),
-                ),
-            ],
-            None,
-            0.0,
-            "refused",
-            "batch b1: 1 succeeded, 9 failed, 0 cancelled, 0 pending of 10; "
-            "batch b2: 0 succeeded, 0 failed, 0 cancelled, 0 pending of 0; "
-            "xAI cancelled it: Invalid input file: line 3",
-            id="refused-by-xai-beats-failed",
-        ),
-        pytest.param(
-            [
-                Batch(
-                    batch_id="b1",
-                    cancel_time="2026-03-10T11:00:00Z",
-                    state=BatchState(num_requests=2, num_success=1, num_cancelled=1),
-                )
-            ],
-            None,
-            1.0,
-            "refused",
-            "batch b1: 1 succeeded, 0 failed, 1 cancelled, 0 pending of 2; cancelled at 2026-03-10T11:00:00Z",
-            id="cancelled",
-        ),
-        pytest.param(
-            [batch(expire_time="2026-03-10", num_requests=2, num_pending=2)],
-            None,
-            0.0,
-            "pending",
-            "batch b1: 0 succeeded, 0 failed, 0 cancelled, 2 pending of 2",
-            id="bare-date-expires-at-the-end-of-the-day",
-        ),
-        pytest.param(
-            [batch(expire_time="2026-03-09", num_requests=2, num_pending=2)],
-            None,
-            0.0,
-            "failed",
-            "batch b1: 0 succeeded, 0 failed, 0 cancelled, 2 pending of 2; expired at 2026-03-09",
-            id="expired-while-pending",
-        ),
-        pytest.param(
-            [batch(expire_time="2026-03-10T11:59:59Z")],
-            None,
-            0.0,
-            "failed",
-            "batch b1: xAI is validating the input file; expired at 2026-03-10T11:59:59Z",
-            id="expired-while-validating",
-        ),
-        pytest.param(
-            [batch(expire_time="2026-03-09", num_requests=2, num_success=2)],
-            [2],
-            0.0,
-            "success",
-            "batch b1: 2 succeeded, 0 failed, 0 cancelled, 0 pending of 2",
-            id="done-before-it-expired",
-        ),
-    ],
-)
-def test_judge(batches: list[Batch], expected: list[int] | None, fraction: float, status: str, message: str) -> None:
-    outcome = judge(batches, fraction, expected, now=NOW)
-
-    assert (outcome.status, outcome.message) == (status, message)
-
-
-def test_a_batch_id_may_name_the_parts_of_a_job() -> None:
-    assert split_batch_ids("batch_a, batch_b,,batch_c ") == ["batch_a", "batch_b", "batch_c"]
-    assert split_batch_ids(["batch_a", " "]) == ["batch_a"]
-    assert judge_one(batch(num_requests=1, num_success=1), expected_requests=1, now=NOW).status == "success"
-
-
-# --------------------------------------------------------------------------- the sensor, against the emulator
 
 
 def test_sensor_fails_on_a_batch_past_its_expire_time(
@@ -247,7 +102,11 @@ def test_a_share_of_failures_equal_to_max_failed_fraction_is_allowed(
     [final] = outcome.xcom_value
     assert (final["state"]["num_error"], final["state"]["num_requests"]) == (failures, requests)
     # one more failure than the share is too many
-    over = done("b", requests, errors=failures + 1)
+    over = Batch(
+        batch_id="b",
+        expire_time="2026-03-11",
+        state=BatchState(num_requests=requests, num_success=requests - failures - 1, num_error=failures + 1),
+    )
     verdict = judge([over], fraction)
     assert verdict.status == "failed"
     assert verdict.message.endswith(

@@ -37,7 +37,7 @@ from batch_support import (
     submit_batch,
     wait_until_done,
 )
-from task_context import FakeStateStore
+from support.task_context import FakeStateStore
 
 from airflow_provider_xai_image.engine.batch_results import EXPIRED_URLS_HINT
 from airflow_provider_xai_image.exceptions import XaiBatchFailedError, XaiBatchRefusedError

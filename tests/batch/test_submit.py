@@ -25,7 +25,7 @@ from batch_support import (
     wait_until_counted,
 )
 from PIL import Image
-from task_context import FakeStateStore
+from support.task_context import FakeStateStore
 
 from airflow_provider_xai_image.api.batch_files import batch_files
 from airflow_provider_xai_image.exceptions import XaiBatchRefusedError, XaiPossiblyBilledError

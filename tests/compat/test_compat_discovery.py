@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from compat_support import COMPAT_REQUIREMENTS, IN_COMPAT_VENV, ROOT, airflow_env, oldest_supported_airflow
-from dag_runner import airflow_executable
+from support.dag_runner import airflow_executable
 
 from airflow_provider_xai_image import PACKAGE_NAME, __version__
 from airflow_provider_xai_image.connection import CONN_FIELDS, UI_FIELD_BEHAVIOUR

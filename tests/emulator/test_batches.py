@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import requests
-from emulator_http import (
+from emulator_support import (
     ALL_ZERO_STATE,
     BATCH_OBJECT_KEYS,
     IMAGINE_PRICE,

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import pytest
 import requests
-from emulator_http import (
+from emulator_support import (
     IMAGINE_PRICE,
     INPUT_PRICE,
     INVALID_ARGUMENT,

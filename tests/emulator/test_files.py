@@ -6,7 +6,7 @@ import time
 
 import pytest
 import requests
-from emulator_http import call, multipart, upload
+from emulator_support import call, multipart, upload
 
 from airflow_provider_xai_image.testing import XaiEmulator
 

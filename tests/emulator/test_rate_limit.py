@@ -8,7 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
-from emulator_http import call, data_uri, edit, generate
+from emulator_support import call, data_uri, edit, generate
 
 from airflow_provider_xai_image.testing import XaiEmulator
 

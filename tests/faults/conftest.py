@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fault_support import conn_json
+from faults_support import conn_json
 
 from airflow_provider_xai_image.testing import XaiEmulator
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
-from fault_support import context
+from faults_support import context
 from PIL import Image
 
 from airflow_provider_xai_image.exceptions import XaiRequestValidationError, XaiSourceImageError

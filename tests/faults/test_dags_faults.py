@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fault_support import conn_json, generation_posts, write_dag
+from faults_support import conn_json, generation_posts, write_dag
 
 from airflow_provider_xai_image.storage.image_checks import verify_stream
 from airflow_provider_xai_image.testing import XaiEmulator
@@ -202,6 +202,6 @@ def test_a_worker_killed_mid_download_leaves_no_partial_file_in_the_output(
 
 
 def _airflow() -> list[str]:
-    from dag_runner import airflow_executable
+    from support.dag_runner import airflow_executable
 
     return airflow_executable()

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
-from fault_support import conn_json, context, generation_posts, images_in, manifest_of
+from faults_support import conn_json, context, generation_posts, images_in, manifest_of
 
 from airflow_provider_xai_image.exceptions import (
     XaiError,

@@ -14,7 +14,7 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 import structlog.testing
-from fault_support import conn_json, context, manifest_of
+from faults_support import conn_json, context, manifest_of
 from test_trigger_runs_twice import deferred_trigger, first_event, operator
 
 from airflow_provider_xai_image.exceptions import XaiPossiblyBilledError

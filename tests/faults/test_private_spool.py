@@ -14,7 +14,7 @@ from unittest.mock import Mock
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
-from fault_support import context, generation_posts, images_in, manifest_of
+from faults_support import context, generation_posts, images_in, manifest_of
 from test_trigger_runs_twice import deferred_trigger, first_event, operator
 
 from airflow_provider_xai_image.exceptions import XaiStorageConfigError

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
-from fault_support import context, generation_posts, images_in, manifest_of
+from faults_support import context, generation_posts, images_in, manifest_of
 
 from airflow_provider_xai_image.exceptions import XaiAuthError
 from airflow_provider_xai_image.operators.generate import XaiGenerateImagesOperator

@@ -12,18 +12,19 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from browser_support import find_chromium
-from gallery_auth import DENIED_DAG_ID
 from gallery_support import (
     GALLERY_TESTS,
     MAX_MANIFEST_MIB,
     OPEN_DAG_ID,
+    ROLES,
     SECRET,
     SECRET_NAME,
     USERS,
-    ApiServer,
     GalleryRun,
 )
+from support.api_server import ApiServer
+from support.auth_manager import DENIED_DAG_ID
+from support.browser import find_chromium
 
 from airflow_provider_xai_image.testing import XaiEmulator
 
@@ -39,7 +40,7 @@ def gallery(dag_runner: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "AIRFLOW__XAI_IMAGE__GALLERY_ALLOWED_ROOTS": f"file:///nowhere/,{output.as_uri()}/",
         "AIRFLOW__XAI_IMAGE__GALLERY_MAX_MANIFEST_MIB": str(MAX_MANIFEST_MIB),
     }
-    server = ApiServer.start(workdir, config)
+    server = ApiServer.start(workdir, ROLES, config)
     try:
         with XaiEmulator(revised_prompt="text") as emulator:
             result = dag_runner.run(

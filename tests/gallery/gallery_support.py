@@ -1,30 +1,24 @@
-"""A real ``airflow api-server`` for the gallery tests (imported as ``gallery_support``; no fixtures here).
+"""What the gallery tests share (imported as ``gallery_support``; no fixtures here): their users, the run
+the tests look at, and the gallery's settings in these tests.
 
-The server runs on a free loopback port with the session's AIRFLOW_HOME (so it sees the runs of
-``airflow dags test``), the core apps only, one worker, and :mod:`gallery_auth`'s auth manager: three
-SimpleAuthManager users, the viewers ``reader`` and ``outsider`` and the user ``author`` (both denied
-the gallery test DAG), whose passwords are written to the passwords file before it starts. Its output
-goes to a log file whose tail is shown when it fails to start.
+The API server (:class:`support.api_server.ApiServer`) runs with the session's AIRFLOW_HOME (so it sees
+the runs of ``airflow dags test``) and three SimpleAuthManager users (:data:`ROLES`): the viewers
+``reader`` and ``outsider`` and the user ``author`` (both denied the gallery test DAG by
+:mod:`support.auth_manager`).
 """
 
 from __future__ import annotations
 
 import http.client
-import json
-import os
-import secrets
-import signal
-import socket
-import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
-from dag_runner import DagTestResult, airflow_executable, pycache_env
-from gallery_auth import AUTHOR, DENIED_DAG_ID, OUTSIDER
+from support.api_server import ApiServer
+from support.auth_manager import AUTHOR, DENIED_DAG_ID, OUTSIDER
+from support.dag_runner import DagTestResult
 
 GALLERY_TESTS = Path(__file__).resolve().parent
 READER = "reader"
@@ -40,115 +34,6 @@ GALLERY_PREFIX = "/xai-image-gallery"
 #: A file beside the task folders, in the output root: never to be served.
 SECRET_NAME = "secret.txt"
 SECRET = b"not for the gallery"
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on at the moment, on 127.0.0.1."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@dataclass
-class ApiServer:
-    """A started ``airflow api-server``: its process, URL, log and users' passwords."""
-
-    process: subprocess.Popen[bytes]
-    base_url: str
-    log_path: Path
-    passwords: dict[str, str]
-
-    @classmethod
-    def start(cls, workdir: Path, config: dict[str, str] | None = None) -> ApiServer:
-        """Start the server (without waiting for it: see :meth:`wait_ready`).
-
-        :param workdir: A folder for its passwords file and log.
-        :param config: Airflow configuration for it, as ``AIRFLOW__<SECTION>__<KEY>`` variables.
-        """
-        passwords = {user: secrets.token_urlsafe(16) for user in USERS}
-        passwords_file = workdir / "simple_auth_manager_passwords.json"
-        passwords_file.write_text(json.dumps(passwords))
-        port = free_port()
-        env = pycache_env(
-            {
-                **os.environ,
-                "PYTHONPATH": os.pathsep.join(filter(None, [str(GALLERY_TESTS), os.environ.get("PYTHONPATH")])),
-                "AIRFLOW__CORE__AUTH_MANAGER": "gallery_auth.GalleryTestAuthManager",
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{user}:{role}" for user, role in ROLES.items()),
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file),
-                **(config or {}),
-            }
-        )
-        log_path = workdir / "api-server.log"
-        command = [*airflow_executable(), "api-server", "--host", "127.0.0.1", "--port", str(port)]
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [*command, "--apps", "core", "--workers", "1"],
-                env=env,
-                cwd=workdir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return cls(process, f"http://127.0.0.1:{port}", log_path, passwords)
-
-    def wait_ready(self, timeout: float = 120) -> None:
-        """Wait until the server answers its health check.
-
-        :param timeout: Seconds to wait at most.
-        """
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"airflow api-server exited ({self.process.returncode}):\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.base_url}/api/v2/monitor/health", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.25)
-        raise AssertionError(f"airflow api-server not ready after {timeout} s:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        """Stop the server and its workers (SIGTERM to its process group, SIGKILL after 20 s)."""
-        if self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
-    def token(self, user: str) -> str:
-        """A JWT for ``user``, the way Airflow's API hands them out (``POST /auth/token``).
-
-        :param user: One of :data:`USERS`.
-        """
-        response = httpx.post(
-            f"{self.base_url}/auth/token",
-            json={"username": user, "password": self.passwords[user]},
-            timeout=30,
-        )
-        assert response.status_code == 201, response.text
-        return response.json()["access_token"]
-
-    def log_size(self) -> int:
-        """How many bytes the server has logged so far (for :meth:`log_since`)."""
-        return self.log_path.stat().st_size
-
-    def log_since(self, offset: int) -> str:
-        """What the server logged after ``offset`` bytes.
-
-        :param offset: A :meth:`log_size` taken earlier.
-        """
-        with self.log_path.open("rb") as log:
-            log.seek(offset)
-            return log.read().decode(errors="replace")
-
-    def log_tail(self, chars: int = 5000) -> str:
-        """The end of the server's output."""
-        return self.log_path.read_text(errors="replace")[-chars:]
 
 
 @dataclass

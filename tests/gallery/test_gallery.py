@@ -9,8 +9,8 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import pytest
-from gallery_auth import OUTSIDER
 from gallery_support import GALLERY_PREFIX, SECRET, SECRET_NAME, GalleryRun
+from support.auth_manager import OUTSIDER
 
 pytestmark = pytest.mark.dag
 

@@ -22,9 +22,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from browser_support import elements, rendered_dom
-from gallery_auth import AUTHOR, OUTSIDER
 from gallery_support import MAX_MANIFEST_MIB, OPEN_DAG_ID, READER, GalleryRun
+from support.auth_manager import AUTHOR, OUTSIDER
+from support.browser import elements, rendered_dom
 
 from airflow_provider_xai_image.storage.layout import MANIFEST_NAME, task_output_path
 

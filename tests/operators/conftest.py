@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from op_helpers import conn_json
+from operators_support import conn_json
 
 from airflow_provider_xai_image.testing import XaiEmulator
 

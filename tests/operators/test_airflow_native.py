@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 from airflow.sdk.lineage import HookLineageCollector
-from op_helpers import conn_env, jpeg_file, make_context, write_dag
+from operators_support import conn_env, make_context, write_dag
+from support.images import jpeg_file
 
 from airflow_provider_xai_image.operators import lineage
 from airflow_provider_xai_image.operators.generate import XaiGenerateImagesOperator

@@ -15,8 +15,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from dag_runner import DEFAULT_PYCACHE_PREFIX
-from op_helpers import IMAGE_NAME, JPEG_MAGIC, conn_env
+from operators_support import IMAGE_NAME, JPEG_MAGIC, conn_env
+from support.dag_runner import DEFAULT_PYCACHE_PREFIX
 
 from airflow_provider_xai_image.testing import XaiEmulator
 

@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from op_helpers import (
+from operators_support import (
     IMAGE_NAME,
     JPEG_MAGIC,
     RECORDS_NAME,
@@ -31,10 +31,9 @@ from op_helpers import (
     conn_env,
     fingerprint_of,
     image_requests,
-    jpeg_file,
-    pixel_size,
     write_dag,
 )
+from support.images import jpeg_file, pixel_size
 
 from airflow_provider_xai_image.testing import XaiEmulator
 

@@ -1,6 +1,6 @@
 """XaiGenerateImagesOperator and XaiGenerateImagesTrigger in-process, against the emulator.
 
-``op.execute(context)`` runs with a small context stand-in (see ``op_helpers.make_context``); images go
+``op.execute(context)`` runs with a small context stand-in (see ``operators_support.make_context``); images go
 to ``file://`` under ``tmp_path`` (and to moto S3 where a test says so). The DAG-level tests, through
 ``airflow dags test``, are in ``test_generate_dags.py``; the fault tests (storage outages, a trigger
 run twice, possibly billed requests, changed requests) in ``tests/faults``.
@@ -23,7 +23,7 @@ from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import Asset, AssetAlias, ObjectStoragePath
 from airflow.sdk.exceptions import TaskDeferred
 from fsspec.implementations.local import LocalFileSystem
-from op_helpers import (
+from operators_support import (
     IMAGE_NAME,
     INPUT_IMAGE_TICKS,
     JPEG_MAGIC,
@@ -33,11 +33,10 @@ from op_helpers import (
     check_manifest,
     fingerprint_of,
     image_requests,
-    jpeg_file,
     make_context,
     permanent_cause,
-    pixel_size,
 )
+from support.images import jpeg_file, pixel_size
 
 from airflow_provider_xai_image.exceptions import (
     XaiBudgetExceededError,

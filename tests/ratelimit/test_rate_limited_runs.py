@@ -22,7 +22,7 @@ import pytest
 import structlog
 from airflow.providers.common.compat.sdk import TaskDeferred
 from ratelimit_support import connect
-from task_context import make_task_context
+from support.task_context import make_task_context
 
 from airflow_provider_xai_image.exceptions import XaiPossiblyBilledError
 from airflow_provider_xai_image.operators.generate import XaiGenerateImagesOperator

@@ -3,21 +3,14 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from review_support import DAG_ID, REVIEW_TESTS, AirflowServices
 
 from airflow_provider_xai_image.testing import XaiEmulator
-
-# The gallery tests' API server helpers and auth manager (pytest puts a folder on sys.path only when it
-# collects tests there).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gallery"))
-
-from review_support import DAG_ID, REVIEW_TESTS, AirflowServices
 
 EXAMPLE_DAGS = REVIEW_TESTS.parents[1] / "example_dags"
 EXAMPLE_FILES = ("xai_review_images.py", "xai_example_utils.py", ".airflowignore")

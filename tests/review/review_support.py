@@ -24,9 +24,9 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
-from dag_runner import airflow_base_env, airflow_executable, migrate_db, pycache_env
-from gallery_auth import OUTSIDER
-from gallery_support import GALLERY_TESTS, ApiServer, free_port
+from support.api_server import ApiServer, auth_manager_env, free_port
+from support.auth_manager import OUTSIDER
+from support.dag_runner import airflow_base_env, airflow_executable, migrate_db, pycache_env
 
 REVIEW_TESTS = Path(__file__).resolve().parent
 REVIEWER = "reviewer"
@@ -75,12 +75,11 @@ class AirflowServices:
                 **os.environ,
                 **airflow_base_env(home),
                 **env,
-                "PYTHONPATH": os.pathsep.join(filter(None, [str(GALLERY_TESTS), os.environ.get("PYTHONPATH")])),
                 "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
                 "AIRFLOW__CORE__PARALLELISM": "2",
                 "AIRFLOW__API__BASE_URL": base_url,
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/",
-                "AIRFLOW__CORE__AUTH_MANAGER": "gallery_auth.GalleryTestAuthManager",
+                **auth_manager_env(),
                 "XAI_TEST_DENIED_DAG_ID": denied_dag_id,
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{user}:{role}" for user, role in ROLES.items()),
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file),

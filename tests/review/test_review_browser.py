@@ -2,10 +2,10 @@
 system's Chromium) signs in to the Airflow UI, opens the review task's required action, sees the 4
 thumbnails loaded, ticks two images and responds; a user who may not read the DAG sees no image.
 
-Needs ``playwright`` (the dev extra) and a Chromium at ``XAI_TEST_CHROMIUM`` (default ``/usr/bin/chromium``,
-Debian's ``chromium`` package, which ``make test`` installs); nothing is downloaded. The form's screenshot
-goes to the test's temporary folder, or to ``XAI_REVIEW_SCREENSHOT`` (``XAI_REVIEW_SCREENSHOT=docs/review.png``
-renews the one in docs/gallery-and-review.md).
+Needs ``playwright`` (the dev extra) and Debian's ``chromium`` package (which ``make test`` installs);
+nothing is downloaded. The form's screenshot goes to the test's temporary folder, or to
+``XAI_REVIEW_SCREENSHOT`` (``XAI_REVIEW_SCREENSHOT=docs/review.png`` renews the one in
+docs/gallery-and-review.md).
 """
 
 from __future__ import annotations
@@ -19,36 +19,24 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from gallery_auth import OUTSIDER
 from review_support import DAG_ID, REVIEWER
+from support.auth_manager import OUTSIDER
+from support.browser import CHROMIUM_FLAGS, find_chromium
 
 from airflow_provider_xai_image.ledger.review import REVIEW_NAME
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs `pip install playwright`")
-CHROMIUM = os.environ.get("XAI_TEST_CHROMIUM", "/usr/bin/chromium")
-#: Headless, and nothing fetched but what the page asks for.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 THUMBNAILS = 'img[src*="/xai-image-gallery/"]'
 
-pytestmark = [
-    pytest.mark.dag,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"),
-]
+CHROMIUM, WHY_NO_CHROMIUM = find_chromium()
+
+pytestmark = [pytest.mark.dag, pytest.mark.skipif(CHROMIUM is None, reason=WHY_NO_CHROMIUM)]
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     with playwright_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_FLAGS))
         try:
             yield chromium
         finally:

@@ -7,7 +7,7 @@ import json
 from datetime import datetime, timezone
 
 import pytest
-from wire_fixtures import FIXTURES, fixture, response
+from wire_support import FIXTURES, fixture, response
 
 from airflow_provider_xai_image.api.batches import Batch, judge, parse_batch_results_page
 from airflow_provider_xai_image.api.images import NO_IMAGE_ERROR, ImageRequest, parse_image_response

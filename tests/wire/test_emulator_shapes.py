@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import requests
-from wire_fixtures import response
+from wire_support import response
 
 from airflow_provider_xai_image.testing import XaiEmulator
 

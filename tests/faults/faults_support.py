@@ -7,7 +7,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from task_context import make_task_context
+from support.task_context import make_task_context
 
 from airflow_provider_xai_image.testing import XaiEmulator
 

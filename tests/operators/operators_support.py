@@ -1,9 +1,7 @@
-"""Helpers shared by the XaiGenerateImagesOperator tests (imported as ``op_helpers``; no fixtures here)."""
+"""Helpers shared by the XaiGenerateImagesOperator tests (imported as ``operators_support``; no fixtures here)."""
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import re
 import textwrap
@@ -12,8 +10,8 @@ from typing import Any, TypeVar
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
-from PIL import Image
-from task_context import make_task_context
+from support.images import sha256
+from support.task_context import make_task_context
 
 from airflow_provider_xai_image.testing import XaiEmulator
 
@@ -83,23 +81,6 @@ def make_context(task_id: str = "generate", run_id: str = "manual__unit", map_in
 def image_requests(emulator: XaiEmulator) -> list[Any]:
     """The emulator's log entries for generate/edit calls."""
     return [record for record in emulator.requests_log if "/images/" in record.path]
-
-
-def jpeg_file(path: Path, size: tuple[int, int] = (96, 64), colour: tuple[int, int, int] = (10, 120, 200)) -> Path:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, colour).save(buffer, format="JPEG")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(buffer.getvalue())
-    return path
-
-
-def pixel_size(data: bytes) -> tuple[int, int]:
-    with Image.open(io.BytesIO(data)) as image:
-        return image.size
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def fingerprint_of(uri: str) -> str:

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
-from op_helpers import jpeg_file, make_context, sha256
+from support.images import jpeg_file, sha256
+from support.task_context import make_task_context
 
 from airflow_provider_xai_image.exceptions import XaiStorageError
 from airflow_provider_xai_image.ledger.manifest import Manifest
@@ -80,7 +81,7 @@ def loaded(manifest_uri: str) -> ManifestUnderReview:
 
 
 def review_context() -> dict[str, Any]:
-    context = make_context("review", run_id=RUN_ID)
+    context = make_task_context("review", dag_id="unit_dag", run_id=RUN_ID)
     context["dag"] = SimpleNamespace(dag_id="unit_dag", task_ids=["generate", "review", "other task"])
     return context
 

@@ -1,9 +1,10 @@
-"""The auth manager of the gallery tests' API server: SimpleAuthManager, except that the users
+"""The auth manager of the gallery and review tests' API server: SimpleAuthManager, except that the users
 :data:`OUTSIDER` and :data:`AUTHOR` may not read the DAG :data:`DENIED_DAG_ID` (any other DAG stays
 readable, and editable by :data:`AUTHOR`).
 
-The API server subprocess imports it as ``gallery_auth.GalleryTestAuthManager`` (``tests/gallery``
-is on its PYTHONPATH). ``XAI_TEST_DENIED_DAG_ID`` names another DAG to deny instead.
+The API server subprocess imports it as ``support.auth_manager.GalleryTestAuthManager`` (``tests/`` is
+on its PYTHONPATH: see :func:`support.api_server.auth_manager_env`). ``XAI_TEST_DENIED_DAG_ID`` names another
+DAG to deny instead.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Headless Chromium for the gallery tests (imported as ``browser_support``; no fixtures here): the DOM a
+"""Headless Chromium for the browser tests (``support.browser``; no fixtures here): the DOM a
 page becomes once a browser has parsed it, and the elements in it.
 
 Chromium is Debian's ``chromium`` package (``/usr/bin/chromium``), which ``make test`` installs when it is
