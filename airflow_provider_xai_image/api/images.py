@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated, Any, Literal, get_args
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal, TypedDict, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -59,6 +60,25 @@ NonBlank = Annotated[str, Field(min_length=1)]
 def to_image_url(source: str) -> dict[str, str]:
     """The JSON object xAI expects for one source image (an https URL or a ``data:`` URI)."""
     return {"type": "image_url", "url": source}
+
+
+class ImageOptions(TypedDict, total=False):
+    """What an image request takes besides its prompt, each optional (:class:`ImageRequest` holds the limits).
+
+    ``model`` (default: the connection's ``default_model``), ``n`` (1..10), ``aspect_ratio`` (one of
+    :data:`ASPECT_RATIOS`), ``resolution`` (``1k``, ``2k``), ``quality`` (``low``, ``medium``: sent only when
+    set), ``response_format`` (``url``: a temporary URL; ``b64_json``: inline bytes), ``user`` (an end-user id
+    for xAI's abuse monitoring) and ``source_images`` (1..3 https URLs or ``data:image/...`` URIs: an edit).
+    """
+
+    model: str | None
+    n: int
+    aspect_ratio: str | None
+    resolution: str | None
+    quality: str | None
+    response_format: str
+    user: str | None
+    source_images: Sequence[str] | None
 
 
 class ImageRequest(BaseModel):

@@ -201,12 +201,23 @@ class RatePacer:
 
 
 class _Limiter:
-    """What both wrappers share: the pacer, the task log and the error that stops a task."""
+    """
+    What both limiters share: the pacer, the task log and the error that stops a task. One per task (or
+    trigger run), shared by all its requests.
 
-    def __init__(self, rate: float, log: logging.Logger | Any, give_up_after: float) -> None:
+    :param rate: Requests per second xAI allows (the connection's ``requests_per_second``).
+    :param log: Where changes of pace are told (the task's or the trigger's log).
+    :param give_up_after: Seconds of 429s without a success after which requests raise.
+    """
+
+    #: Makes the lock held by the one request waiting for the next send time; the others queue behind it.
+    _turn_lock: Callable[[], Any]
+
+    def __init__(self, rate: float, log: logging.Logger | Any, give_up_after: float = GIVE_UP_AFTER) -> None:
         self.core = RatePacer(rate, give_up_after=give_up_after)
         self.report = PaceReport(self.core.rate)
         self._log = log
+        self._turn = self._turn_lock()
         #: The arguments of the error every request raises once the limiter gave up.
         self._stop: tuple[str, str, int | None, str, float | None] | None = None
 
@@ -243,19 +254,13 @@ class _Limiter:
 
 
 class RateLimiter(_Limiter):
-    """
-    The rate limiter for the worker's threads: one per task, shared by all its requests.
+    """The rate limiter for the worker's threads."""
 
-    :param rate: Requests per second xAI allows (the connection's ``requests_per_second``).
-    :param log: Where changes of pace are told (the task's log).
-    :param give_up_after: Seconds of 429s without a success after which requests raise.
-    """
+    _turn_lock = threading.Lock
 
     def __init__(self, rate: float, log: logging.Logger | Any, give_up_after: float = GIVE_UP_AFTER) -> None:
         super().__init__(rate, log, give_up_after)
         self._lock = threading.Lock()
-        #: Held by the one thread waiting for the next send time; the others queue behind it.
-        self._turn = threading.Lock()
 
     def send(self, request: Callable[[], Result]) -> Result:
         """
@@ -293,18 +298,9 @@ class RateLimiter(_Limiter):
 
 
 class AsyncRateLimiter(_Limiter):
-    """
-    The rate limiter for one event loop (the trigger): one per trigger run, shared by all its requests.
+    """The rate limiter for one event loop (the trigger): its requests wait for their turn in order."""
 
-    :param rate: Requests per second xAI allows (the connection's ``requests_per_second``).
-    :param log: Where changes of pace are told (the trigger's log).
-    :param give_up_after: Seconds of 429s without a success after which requests raise.
-    """
-
-    def __init__(self, rate: float, log: logging.Logger | Any, give_up_after: float = GIVE_UP_AFTER) -> None:
-        super().__init__(rate, log, give_up_after)
-        #: Held by the one task waiting for the next send time; the others queue behind it (in order).
-        self._turn = asyncio.Lock()
+    _turn_lock = asyncio.Lock
 
     async def send(self, request: Callable[[], Awaitable[Result]]) -> Result:
         """

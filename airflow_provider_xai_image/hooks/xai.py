@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import cached_property, partial
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Unpack
 
 import httpx
 import requests
@@ -16,6 +16,7 @@ from airflow_provider_xai_image.api.images import (
     API_KEY_PATH,
     DEPRECATED_MODELS,
     ImageGenerationResult,
+    ImageOptions,
     ImageRequest,
     parse_image_response,
 )
@@ -217,60 +218,32 @@ class XaiHook(XaiBatchApi, XaiModelsApi, BaseHook):
             self.call("GET", API_KEY_PATH)
             self._key_checked = True
 
-    def build_request(self, prompt: str, **params: Any) -> ImageRequest:
-        """Validate one image request (no request is sent); ``model=None`` takes the connection's default.
+    def build_request(self, prompt: str, **options: Unpack[ImageOptions]) -> ImageRequest:
+        """Validate one image request (no request is sent); a ``model`` not given takes the connection's default.
 
         :param prompt: The prompt.
-        :param params: ``model``, ``n``, ``aspect_ratio``, ``resolution``, ``quality``,
-            ``response_format``, ``user``, ``source_images`` (see :meth:`generate_images`).
+        :param options: The request's other parameters (see :class:`.ImageOptions`).
         """
-        given = {name: value for name, value in params.items() if value is not None}
-        if "model" not in given:
-            given["model"] = self.settings.default_model
-        if isinstance(given.get("source_images"), list):
+        given: dict[str, Any] = {name: value for name, value in options.items() if value is not None}
+        given.setdefault("model", self.settings.default_model)
+        if given.get("source_images") is not None:
             given["source_images"] = tuple(given["source_images"])
         return ImageRequest.build(prompt=prompt, **given)
 
-    def generate_images(
-        self,
-        prompt: str,
-        *,
-        model: str | None = None,
-        n: int = 1,
-        aspect_ratio: str | None = None,
-        resolution: str | None = None,
-        quality: str | None = None,
-        response_format: str = "url",
-        user: str | None = None,
-        source_images: Sequence[str] | None = None,
-    ) -> ImageGenerationResult:
+    def generate_images(self, prompt: str, **options: Unpack[ImageOptions]) -> ImageGenerationResult:
         """
         Generate images from a prompt, or edit ``source_images`` when given.
 
         :param prompt: What to draw, or how to change the source images.
-        :param model: Model id; default the connection's ``default_model`` (``grok-imagine-image-quality``).
-        :param n: Images to generate, 1..10.
-        :param aspect_ratio: One of ``api.images.ASPECT_RATIOS``.
-        :param resolution: ``1k`` or ``2k``.
-        :param quality: ``low`` or ``medium`` (``grok-imagine-image-2.0``; sent only when set).
-        :param response_format: ``url`` (temporary URL) or ``b64_json`` (inline bytes).
-        :param user: End-user id for xAI's abuse monitoring.
-        :param source_images: 1..3 https URLs or ``data:image/...`` URIs; calls ``images/edits``.
+        :param options: ``model``, ``n``, ``aspect_ratio``, ``resolution``, ``quality``, ``response_format``,
+            ``user``, ``source_images`` (see :class:`~airflow_provider_xai_image.api.images.ImageOptions`).
         :return: The images (URL or bytes each, or marked filtered), the model used and the cost.
         :raises XaiPossiblyBilledError: the request may have been billed, and was not re-sent.
         """
-        request = self.build_request(
-            prompt,
-            model=model,
-            n=n,
-            aspect_ratio=aspect_ratio,
-            resolution=resolution,
-            quality=quality,
-            response_format=response_format,
-            user=user,
-            source_images=tuple(source_images) if source_images is not None else None,
-        )
-        return self.run_image_request(request)
+        if unknown := sorted(options.keys() - ImageOptions.__optional_keys__):
+            allowed = ", ".join(sorted(ImageOptions.__optional_keys__))
+            raise TypeError(f"generate_images() got unexpected parameter(s) {', '.join(unknown)}; allowed: {allowed}")
+        return self.run_image_request(self.build_request(prompt, **options))
 
     def run_image_request(self, request: ImageRequest, limiter: RateLimiter | None = None) -> ImageGenerationResult:
         """Send a validated request to ``images/generations`` or ``images/edits`` (paid: see :meth:`call`).

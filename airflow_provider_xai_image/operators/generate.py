@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import conf
 
 from airflow_provider_xai_image.api.images import ImageRequest
-from airflow_provider_xai_image.connection import DEFAULT_CONN_ID
 from airflow_provider_xai_image.engine.concurrency import map_concurrently
 from airflow_provider_xai_image.engine.generation import ByPrompt, GenerationRun, request_fingerprints
 from airflow_provider_xai_image.engine.task_parameters import OnModeration, TaskParameters
@@ -71,36 +70,14 @@ class XaiGenerateImagesOperator(XaiImageRequestOperator):
         self,
         *,
         prompt: str | list[str],
-        output_uri: str,
-        n: int = 1,
-        model: str | None = None,
-        aspect_ratio: str | None = None,
-        resolution: str | None = None,
-        quality: str | None = None,
-        response_format: str = "url",
-        source_images: str | list[str] | None = None,
         max_concurrency: int | None = None,
         on_moderation: OnModeration = "fail",
         max_cost_usd: float | None = None,
-        user: str | None = None,
-        xai_conn_id: str = DEFAULT_CONN_ID,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         TaskParameters.check(max_concurrency=max_concurrency, on_moderation=on_moderation, max_cost_usd=max_cost_usd)
-        super().__init__(
-            output_uri=output_uri,
-            xai_conn_id=xai_conn_id,
-            n=n,
-            model=model,
-            aspect_ratio=aspect_ratio,
-            resolution=resolution,
-            quality=quality,
-            response_format=response_format,
-            user=user,
-            source_images=source_images,
-            **kwargs,
-        )
+        super().__init__(**kwargs)
         self.prompt = prompt
         self.max_concurrency = max_concurrency
         self.on_moderation = on_moderation
