@@ -112,20 +112,20 @@ class XaiImageOutputOperator(XaiHookMixin, BaseOperator):
             output_uri=self.output_uri,
             folder_uri=str(store.folder),
             sources=sources,
-            images=totals["images"] if self.announces_output() else 0,
+            images=totals.images if self.announces_output() else 0,
             manifest_uri=manifest_uri,
         )
         self._lineage = (storage_sources(sources), [asset_uri(str(store.folder))])
         self.log.info(
             "Stored %d image(s) (%d filtered, %d failed request(s)) for %d request(s) in %.1f s, cost %s "
             "(possibly billed besides: %s); manifest %s",
-            totals["images"],
-            totals["filtered"],
-            totals["failed_requests"],
-            totals["requests"],
+            totals.images,
+            totals.filtered,
+            totals.failed_requests,
+            totals.requests,
             elapsed,
-            usd(totals["cost_usd_ticks"]),
-            usd(totals["possibly_billed_usd_ticks"]),
+            usd(totals.cost_usd_ticks),
+            usd(totals.possibly_billed_usd_ticks),
             manifest_uri,
         )
         return uris

@@ -17,12 +17,13 @@ import sqlite3
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, get_origin
 
 import ijson
 from pydantic import ValidationError
 from pydantic_core import to_json
 
+from airflow_provider_xai_image.ledger.manifest import Manifest
 from airflow_provider_xai_image.ledger.records import ImageRecord, TaskInstanceId
 from airflow_provider_xai_image.storage.layout import name_in_folder
 
@@ -48,8 +49,8 @@ CREATE INDEX images_by_name ON images (name) WHERE name IS NOT NULL;
 CREATE TABLE entries (section TEXT NOT NULL, seq INTEGER NOT NULL, item TEXT NOT NULL, PRIMARY KEY (section, seq));
 """
 #: The manifest's top-level keys the index keeps, and the order the manifest answer gives them in.
-_ARRAYS = ("images", "errors", "superseded")
-_VALUES = ("task_instance", "totals", "parameters")
+_ARRAYS = tuple(name for name, field in Manifest.model_fields.items() if get_origin(field.annotation) is list)
+_VALUES = tuple(name for name in Manifest.model_fields if name not in _ARRAYS)
 
 
 class BinaryReader(Protocol):
@@ -117,16 +118,15 @@ class ManifestIndex:
 
     def json_chunks(self) -> Iterator[bytes]:
         """The manifest as JSON, as it was validated (keys in the writer's order), a few rows at a time."""
-        yield b'{"task_instance":' + self._values.get("task_instance", b"null")
-        for name in _ARRAYS:
-            yield b',"' + name.encode() + b'":['
-            first = True
-            for item in self._items(name):
-                yield item if first else b"," + item
-                first = False
-            yield b"]"
-        for name in _VALUES[1:]:
-            yield b',"' + name.encode() + b'":' + self._values.get(name, b"{}")
+        for position, (name, field) in enumerate(Manifest.model_fields.items()):
+            yield (b"{" if position == 0 else b",") + to_json(name) + b":"
+            if name in _ARRAYS:
+                yield b"["
+                for count, item in enumerate(self._items(name)):
+                    yield b"," + item if count else item
+                yield b"]"
+            else:
+                yield self._values.get(name, b"{}" if field.is_required() else to_json(field.default))
         yield b"}"
 
     def _items(self, section: str, limit: int = -1) -> Iterator[bytes]:

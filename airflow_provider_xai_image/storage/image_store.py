@@ -37,7 +37,7 @@ from airflow_provider_xai_image.exceptions import (
     XaiStorageError,
 )
 from airflow_provider_xai_image.hooks.redaction import cap_error_text
-from airflow_provider_xai_image.ledger.manifest import write_manifest
+from airflow_provider_xai_image.ledger.manifest import ManifestTotals, write_manifest
 from airflow_provider_xai_image.ledger.progress import Progress
 from airflow_provider_xai_image.ledger.record_ledger import RecordLedger
 from airflow_provider_xai_image.ledger.records import ImageRecord, RequestRecord, TaskInstanceId
@@ -333,7 +333,7 @@ class ImageStore:
 
     def write_manifest(
         self, parameters: dict[str, Any], elapsed_seconds: float, task_instance: TaskInstanceId
-    ) -> tuple[str, dict[str, Any]]:
+    ) -> tuple[str, ManifestTotals]:
         """Save the records still queued, then stream ``manifest.json`` from the ledger into a spool file and
         publish it whole (last); return its URI and totals. The spool folder goes with it.
 

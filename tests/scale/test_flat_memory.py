@@ -116,16 +116,16 @@ def test_a_20000_entry_manifest_is_written_without_holding_the_entries(tmp_path:
     assert len(set(large["uris"])) == 20_000 - len(failed) - len(filtered)
     assert all(FINGERPRINT in uri for uri in large["uris"])
     assert [entry.prompt_index for entry in manifest.images if entry.moderation == "filtered"] == filtered
-    assert [error["prompt_index"] for error in manifest.errors] == failed
-    assert manifest.errors[0] == {
+    assert [error.prompt_index for error in manifest.errors] == failed
+    assert manifest.errors[0].model_dump() == {
         "prompt_index": 7,
         "prompt": "Scale test image 7: a lighthouse at dusk",
         "error": "Image generation failed (emulated failure).",
     }
-    assert [entry["prompt_index"] for entry in manifest.superseded] == superseded
-    assert manifest.superseded[0]["uris"] == [f"file://{tmp_path}/20000/p00005-i00-{OLD_FINGERPRINT}.jpg"]
+    assert [entry.prompt_index for entry in manifest.superseded] == superseded
+    assert manifest.superseded[0].uris == [f"file://{tmp_path}/20000/p00005-i00-{OLD_FINGERPRINT}.jpg"]
     paid = 20_000 - len(failed)
-    assert manifest.totals == {
+    assert manifest.totals.model_dump() == {
         "requests": 20_000,
         "images": 20_000 - len(failed) - len(filtered),
         "filtered": len(filtered),
