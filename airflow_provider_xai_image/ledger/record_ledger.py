@@ -13,6 +13,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 
+from airflow_provider_xai_image.ledger.local_db import rows_in_batches
 from airflow_provider_xai_image.ledger.progress import Progress
 from airflow_provider_xai_image.ledger.records import RequestRecord, merge_records
 
@@ -117,25 +118,20 @@ class RecordLedger:
     def groups(self) -> Iterator[RequestRecord]:
         """Every prompt's records merged per request fingerprint, by prompt index (then fingerprint),
         read from disk a few rows at a time. For when no more records are being added."""
-        with self._lock:
-            cursor = self._db.execute("SELECT record FROM records ORDER BY prompt_index, fingerprint, seq")
+        query = "SELECT record FROM records ORDER BY prompt_index, fingerprint, seq"
         group: RequestRecord | None = None
-        while True:
-            with self._lock:
-                rows = cursor.fetchmany(_ROWS_PER_READ)
-            if not rows:
-                break
-            for (data,) in rows:
-                record = RequestRecord.model_validate_json(data)
-                if group is not None and (group.prompt_index, group.fingerprint) == (
-                    record.prompt_index,
-                    record.fingerprint,
-                ):
-                    group = merge_records(group, record)
-                    continue
-                if group is not None:
-                    yield group
-                group = record
+        for (data,) in rows_in_batches(self._db, self._lock, query, size=_ROWS_PER_READ):
+            record = RequestRecord.model_validate_json(data)
+            if (
+                group is not None
+                and group.fingerprint == record.fingerprint
+                and group.prompt_index == record.prompt_index
+            ):
+                group = merge_records(group, record)
+                continue
+            if group is not None:
+                yield group
+            group = record
         if group is not None:
             yield group
 

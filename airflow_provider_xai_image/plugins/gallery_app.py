@@ -30,9 +30,9 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 from airflow_provider_xai_image.ledger.records import TaskInstanceId
 from airflow_provider_xai_image.ledger.review import read_review
 from airflow_provider_xai_image.plugins.gallery_page import render_gallery, render_no_manifest
+from airflow_provider_xai_image.plugins.manifest_index import ManifestIndex
 from airflow_provider_xai_image.plugins.task_manifest import (
     ManifestRefused,
-    TaskManifest,
     load_task_manifest,
     open_image,
 )
@@ -88,7 +88,7 @@ def task_instance_param(
 TaskInstanceDep = Annotated[TaskInstanceId, Depends(task_instance_param)]
 
 
-def task_manifest_param(task: TaskInstanceDep, session: SessionDep) -> TaskManifest:
+def task_manifest_param(task: TaskInstanceDep, session: SessionDep) -> ManifestIndex:
     """The task instance's manifest, or a 404.
 
     :param task: The task instance.
@@ -103,7 +103,7 @@ def task_manifest_param(task: TaskInstanceDep, session: SessionDep) -> TaskManif
     return found
 
 
-TaskManifestDep = Annotated[TaskManifest, Depends(task_manifest_param)]
+ManifestDep = Annotated[ManifestIndex, Depends(task_manifest_param)]
 
 router = APIRouter(
     prefix="/dags/{dag_id}/runs/{run_id}/tasks/{task_id}",
@@ -130,26 +130,26 @@ def gallery(
         return HTMLResponse(render_no_manifest(task, refused.message), status.HTTP_404_NOT_FOUND, headers)
     if found is None:
         return HTMLResponse(render_no_manifest(task), status.HTTP_404_NOT_FOUND, headers)
-    return HTMLResponse(render_gallery(task, found, page, read_review(found.index.folder)), headers=headers)
+    return HTMLResponse(render_gallery(task, found, page, read_review(found.folder)), headers=headers)
 
 
 @router.get("/manifest", response_class=StreamingResponse)
-def manifest(found: TaskManifestDep) -> StreamingResponse:
+def manifest(found: ManifestDep) -> StreamingResponse:
     """The task instance's ``manifest.json`` (what of it was validated), streamed.
 
     :param found: The task instance's manifest.
     """
-    return StreamingResponse(found.index.json_chunks(), media_type="application/json")
+    return StreamingResponse(found.json_chunks(), media_type="application/json")
 
 
 @router.get("/images/{name}")
-def image(name: str, found: TaskManifestDep) -> StreamingResponse:
+def image(name: str, found: ManifestDep) -> StreamingResponse:
     """One image the task instance's manifest lists, looked up by ``name``, streamed from storage.
 
     :param name: The image's file name, as listed in the manifest.
     :param found: The task instance's manifest.
     """
-    uri = found.index.image_uri(name)
+    uri = found.image_uri(name)
     opened = open_image(uri) if uri else None
     if opened is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"No image {name!r} in this task instance's manifest.")

@@ -14,7 +14,7 @@ from urllib.parse import quote, urlencode
 from airflow_provider_xai_image.engine.budget import usd
 from airflow_provider_xai_image.ledger.records import ImageRecord, TaskInstanceId
 from airflow_provider_xai_image.ledger.review import ReviewDecision
-from airflow_provider_xai_image.plugins.task_manifest import TaskManifest
+from airflow_provider_xai_image.plugins.manifest_index import ManifestIndex
 
 #: Shown instead of a revised prompt when xAI sent none (the manifest records null).
 NO_REVISED_PROMPT = "no revised prompt from xAI"
@@ -62,7 +62,7 @@ figcaption {{ padding: 8px; line-height: 1.35; }}
 """
 
 
-def render_gallery(task: TaskInstanceId, found: TaskManifest, page: int, review: ReviewDecision | None = None) -> str:
+def render_gallery(task: TaskInstanceId, index: ManifestIndex, page: int, review: ReviewDecision | None = None) -> str:
     """One page of the gallery of a task instance that has a manifest: its totals, its first errors (on
     the first page), up to :data:`CARDS_PER_PAGE` cards, and links to the previous and next pages.
 
@@ -70,11 +70,10 @@ def render_gallery(task: TaskInstanceId, found: TaskManifest, page: int, review:
     only when they are numbers.
 
     :param task: The task instance.
-    :param found: Its manifest.
+    :param index: Its manifest, indexed.
     :param page: The page, from 1.
     :param review: The reviewer's decision on its images (``review.json``), if any.
     """
-    index = found.index
     totals = index.totals
     query = _map_index_query(task)
     possibly_billed = totals.get("possibly_billed_usd_ticks", 0)

@@ -23,6 +23,7 @@ import ijson
 from pydantic import ValidationError
 from pydantic_core import to_json
 
+from airflow_provider_xai_image.ledger.local_db import rows_in_batches
 from airflow_provider_xai_image.ledger.manifest import Manifest
 from airflow_provider_xai_image.ledger.records import ImageRecord, TaskInstanceId
 from airflow_provider_xai_image.storage.layout import name_in_folder
@@ -66,11 +67,11 @@ class ManifestError(ValueError):
 class ManifestIndex:
     """One manifest, indexed on local disk. Thread-safe; its database goes when it is garbage-collected.
 
-    :param folder: The manifest's folder: its images are the ones listed directly in it.
+    :param uri: The manifest's URI (``<task instance folder>/manifest.json``).
     """
 
-    def __init__(self, folder: str) -> None:
-        self.folder = folder
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
         self.task_instance: TaskInstanceId | None = None
         #: ``parameters.output_uri``, when it is a string.
         self.output_uri: str | None = None
@@ -85,6 +86,11 @@ class ManifestIndex:
         self._values: dict[str, bytes] = {}
         self._pending_images: list[tuple[int, int | None, str | None, str]] = []
         self._pending_entries: list[tuple[str, int, str]] = []
+
+    @property
+    def folder(self) -> str:
+        """The manifest's folder: its images are the ones listed directly in it."""
+        return self.uri.rpartition("/")[0]
 
     def image_uri(self, name: str) -> str | None:
         """The URI of the image called ``name`` directly in :attr:`folder`, or None when the manifest
@@ -130,20 +136,13 @@ class ManifestIndex:
         yield b"}"
 
     def _items(self, section: str, limit: int = -1) -> Iterator[bytes]:
-        query = (
-            ("SELECT record FROM images ORDER BY seq LIMIT ?", (limit,))
-            if section == "images"
-            else ("SELECT item FROM entries WHERE section = ? ORDER BY seq LIMIT ?", (section, limit))
-        )
-        with self._lock:
-            cursor = self._db.execute(*query)
-        while True:
-            with self._lock:
-                rows = cursor.fetchmany(_ROWS)
-            if not rows:
-                return
-            for (item,) in rows:
-                yield item.encode()
+        parameters: tuple[object, ...]
+        if section == "images":
+            sql, parameters = "SELECT record FROM images ORDER BY seq LIMIT ?", (limit,)
+        else:
+            sql, parameters = "SELECT item FROM entries WHERE section = ? ORDER BY seq LIMIT ?", (section, limit)
+        for (item,) in rows_in_batches(self._db, self._lock, sql, parameters, _ROWS):
+            yield item.encode()
 
     # -- building ------------------------------------------------------------------------------------
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -66,18 +65,6 @@ class ManifestRefused(Exception):
         self.message = message
 
 
-@dataclass(frozen=True)
-class TaskManifest:
-    """A task instance's manifest, checked, and the URI it was read from.
-
-    :param uri: The manifest's URI (``<task instance folder>/manifest.json``).
-    :param index: Its content.
-    """
-
-    uri: str
-    index: ManifestIndex
-
-
 def find_manifest_uri(session: Session, task: TaskInstanceId) -> str | None:
     """The manifest URI the task instance pushed to XCom ``manifest``, or None.
 
@@ -99,7 +86,7 @@ def find_manifest_uri(session: Session, task: TaskInstanceId) -> str | None:
     return None
 
 
-def load_task_manifest(session: Session, task: TaskInstanceId) -> TaskManifest | None:
+def load_task_manifest(session: Session, task: TaskInstanceId) -> ManifestIndex | None:
     """The task instance's manifest, read through ObjectStoragePath (and so its Airflow connection), or
     None when it has none: no XCom ``manifest``, or no file there any more.
 
@@ -115,7 +102,7 @@ def load_task_manifest(session: Session, task: TaskInstanceId) -> TaskManifest |
     except ManifestRefused as refused:
         log.warning("xAI image gallery: not showing %r for task instance %s: %s", uri, task, refused.reason)
         raise
-    return None if index is None else TaskManifest(uri, index)
+    return index
 
 
 def _checked_index(uri: str, task: TaskInstanceId) -> ManifestIndex | None:
@@ -150,7 +137,7 @@ def _check_location(uri: str) -> None:
 
 
 def _read_index(path: ObjectStoragePath, uri: str, cap: int) -> ManifestIndex:
-    index = ManifestIndex(uri.rpartition("/")[0])
+    index = ManifestIndex(uri)
     try:
         with path.open("rb") as stream:
             index.load(_Capped(stream, cap))

@@ -179,20 +179,16 @@ class ImageStore:
         An image that cannot be had whole (cut, expired, not an image) is recorded as failed, never
         published; a storage failure raises :class:`XaiStorageError` with the image kept in the spool.
         """
+        request = RequestRecord(
+            prompt_index=prompt_index, prompt=prompt, model=result.model, fingerprint=fingerprint, cost_usd_ticks=0
+        )
         share = result.cost_usd_ticks // max(1, len(result.images))
         images = [
-            self._store_image(prompt_index, first_image_index + offset, prompt, result.model, image, share, fingerprint)
+            self._store_image(request, first_image_index + offset, image, share)
             for offset, image in enumerate(result.images)
         ]
-        record = RequestRecord(
-            prompt_index=prompt_index,
-            prompt=prompt,
-            model=result.model,
-            fingerprint=fingerprint,
-            cost_usd_ticks=result.cost_usd_ticks,
-            images=images,
-            error=result.error or _failed_images(images),
-        )
+        error = result.error or _failed_images(images)
+        record = request.model_copy(update={"cost_usd_ticks": result.cost_usd_ticks, "images": images, "error": error})
         self.add_record(record)
         return record
 
@@ -235,29 +231,28 @@ class ImageStore:
                 self._unsaved[:0] = records
             raise
 
-    def _store_image(
-        self,
-        prompt_index: int,
-        image_index: int,
-        prompt: str | None,
-        model: str,
-        image: GeneratedImage,
-        cost: int,
-        fingerprint: str,
-    ) -> ImageRecord:
+    def _store_image(self, request: RequestRecord, image_index: int, image: GeneratedImage, cost: int) -> ImageRecord:
+        """Store one image of ``request``'s answer, or record why not.
+
+        :param request: The request's record, its images not yet stored.
+        :param image_index: The image's index among the prompt's images.
+        :param image: The image as xAI answered it.
+        :param cost: Its share of the request's cost.
+        """
+        prompt_index = request.prompt_index
         record = ImageRecord(
             uri=None,
             prompt_index=prompt_index,
             image_index=image_index,
-            prompt=prompt,
+            prompt=request.prompt,
             revised_prompt=image.revised_prompt,
-            model=model,
+            model=request.model,
             mime_type=image.mime_type,
             cost_usd_ticks=cost,
         )
         if image.filtered:
             return record.model_copy(update={"moderation": "filtered"})
-        stem = image_stem(prompt_index, image_index, fingerprint)
+        stem = image_stem(prompt_index, image_index, request.fingerprint or "")
         partial_name = f"{stem}.{uuid.uuid4().hex[:8]}.part"
         partial = os.path.join(self.spool, partial_name)
         try:

@@ -68,7 +68,7 @@ MANIFEST = {
 
 
 def loaded(manifest: object, folder: str = FOLDER) -> ManifestIndex:
-    index = ManifestIndex(folder)
+    index = ManifestIndex(f"{folder}/manifest.json")
     index.load(io.BytesIO(json.dumps(manifest).encode()))
     return index
 
@@ -119,7 +119,7 @@ def test_a_manifest_without_task_instance_is_indexed_without_one() -> None:
 )
 def test_what_is_no_manifest_is_refused(data: bytes) -> None:
     with pytest.raises(ManifestError, match="not a manifest"):
-        ManifestIndex(FOLDER).load(io.BytesIO(data))
+        ManifestIndex(f"{FOLDER}/manifest.json").load(io.BytesIO(data))
 
 
 def test_the_cache_builds_each_manifest_once_and_keeps_the_last_few() -> None:
