@@ -103,9 +103,17 @@ class XaiEmulator:
     def api_key(self) -> str:
         return self.backend.api_key
 
-    def connection_uri(self) -> str:
-        """An Airflow connection for this emulator, as JSON for ``AIRFLOW_CONN_XAI_DEFAULT``."""
-        return json.dumps({"conn_type": "xai", "password": self.api_key, "host": self.base_url})
+    def connection_uri(self, *, api_key: str | None = None, **extra: Any) -> str:
+        """An Airflow connection for this emulator, as JSON for ``AIRFLOW_CONN_XAI_DEFAULT``.
+
+        :param api_key: The key it carries; default the emulator's own.
+        :param extra: The connection's extras (``max_retries``, ``timeout``, ...), if any.
+        """
+        key = self.api_key if api_key is None else api_key
+        connection: dict[str, Any] = {"conn_type": "xai", "password": key, "host": self.base_url}
+        if extra:
+            connection["extra"] = extra
+        return json.dumps(connection)
 
     @property
     def config(self) -> EmulatorConfig:

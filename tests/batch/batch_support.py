@@ -43,14 +43,7 @@ IMAGE_NAME = re.compile(r"^p(\d{5})-i(\d{2})-([0-9a-f]{12})\.jpg$")
 
 def conn_json(emulator: XaiEmulator, **extra: Any) -> str:
     """The emulator's ``xai`` connection (one retry: failing tests stay short)."""
-    return json.dumps(
-        {
-            "conn_type": "xai",
-            "password": emulator.api_key,
-            "host": emulator.base_url,
-            "extra": {"max_retries": 1, **extra},
-        }
-    )
+    return emulator.connection_uri(**{"max_retries": 1, **extra})
 
 
 def dag_env(emulator: XaiEmulator, **more: str) -> dict[str, str]:

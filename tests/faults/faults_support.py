@@ -14,9 +14,7 @@ from airflow_provider_xai_image.testing import XaiEmulator
 
 def conn_json(emulator: XaiEmulator, *, api_key: str | None = None, **extra: Any) -> str:
     """An ``xai`` connection to ``emulator`` as JSON (one retry, short timeout, unless given)."""
-    extra = {"max_retries": 1, "timeout": 20, **extra}
-    key = emulator.api_key if api_key is None else api_key
-    return json.dumps({"conn_type": "xai", "password": key, "host": emulator.base_url, "extra": extra})
+    return emulator.connection_uri(api_key=api_key, **{"max_retries": 1, "timeout": 20, **extra})
 
 
 def context(task_id: str = "generate", run_id: str = "manual__faults") -> dict[str, Any]:

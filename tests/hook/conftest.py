@@ -12,7 +12,6 @@ through ``logging``, which ``caplog`` captures.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -28,10 +27,7 @@ FAST_EXTRA: dict[str, Any] = {"timeout": 10, "max_retries": 2}
 
 def conn_json(emulator: XaiEmulator, *, api_key: str | None = None, **extra: Any) -> str:
     """The JSON form of an ``xai`` connection to ``emulator`` (with ``extra`` when given)."""
-    conn: dict[str, Any] = {"conn_type": "xai", "password": api_key or emulator.api_key, "host": emulator.base_url}
-    if extra:
-        conn["extra"] = extra
-    return json.dumps(conn)
+    return emulator.connection_uri(api_key=api_key, **extra)
 
 
 @pytest.fixture

@@ -65,9 +65,7 @@ TOTALS_FIELDS = {
 
 def conn_json(emulator: XaiEmulator, **extra: Any) -> str:
     """An ``xai`` connection to ``emulator`` as JSON (``max_retries`` 1 unless given)."""
-    extra.setdefault("max_retries", 1)
-    extra.setdefault("timeout", 20)
-    return json.dumps({"conn_type": "xai", "password": emulator.api_key, "host": emulator.base_url, "extra": extra})
+    return emulator.connection_uri(**{"max_retries": 1, "timeout": 20, **extra})
 
 
 def conn_env(conn_id: str, emulator: XaiEmulator, **extra: Any) -> dict[str, str]:
