@@ -27,7 +27,8 @@ if TYPE_CHECKING:
         EmulatorBackend,
     )
     from airflow_provider_xai_image.testing.config import EmulatorConfig, Latency
-    from airflow_provider_xai_image.testing.records import RequestRecord
+    from airflow_provider_xai_image.testing.records import LoggedRequest
+    from airflow_provider_xai_image.testing.records import LoggedRequest as RequestRecord
     from airflow_provider_xai_image.testing.server import XaiEmulator
 
 _EXPORTS: dict[str, str] = {
@@ -36,9 +37,13 @@ _EXPORTS: dict[str, str] = {
     "EmulatorBackend": "backend",
     "EmulatorConfig": "config",
     "Latency": "config",
-    "RequestRecord": "records",
+    "LoggedRequest": "records",
+    "RequestRecord": "records",  # the former name of LoggedRequest
     "XaiEmulator": "server",
 }
+
+#: Former names, still importable.
+_RENAMED = {"RequestRecord": "LoggedRequest"}
 
 __all__ = [
     "BATCH_FAILURE_MARKER",
@@ -46,6 +51,7 @@ __all__ = [
     "EmulatorBackend",
     "EmulatorConfig",
     "Latency",
+    "LoggedRequest",
     "RequestRecord",
     "XaiEmulator",
 ]
@@ -54,4 +60,4 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), _RENAMED.get(name, name))

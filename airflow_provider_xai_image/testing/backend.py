@@ -31,13 +31,13 @@ from airflow_provider_xai_image.testing.errors import ApiError
 from airflow_provider_xai_image.testing.images import ImageSpec, pixel_size, ratio_of, source_image_size
 from airflow_provider_xai_image.testing.ratelimit import SlidingWindow
 from airflow_provider_xai_image.testing.records import (
-    BatchOutcome,
     BatchRecord,
     BatchRequest,
+    CompletedBatchRequest,
     Generation,
+    LoggedRequest,
     OutputImage,
     PendingRequest,
-    RequestRecord,
     SourceImage,
     TempImage,
     UploadedFile,
@@ -104,7 +104,7 @@ class EmulatorBackend:
         self._initial_config = config or EmulatorConfig()
         self._lock = threading.Lock()
         self._config = self._initial_config.model_copy(deep=True)
-        self._requests: list[RequestRecord] = []
+        self._requests: list[LoggedRequest] = []
         self._generating = 0
         self._rate_limited = 0
         self._images_billed = 0
@@ -144,7 +144,7 @@ class EmulatorBackend:
 
     # Request log and counters --------------------------------------------------------------
 
-    def record_request(self, record: RequestRecord) -> None:
+    def record_request(self, record: LoggedRequest) -> None:
         with self._lock:
             self._requests.append(record)
 
@@ -165,7 +165,7 @@ class EmulatorBackend:
             return self._generating
 
     @property
-    def requests_log(self) -> list[RequestRecord]:
+    def requests_log(self) -> list[LoggedRequest]:
         with self._lock:
             return list(self._requests)
 
@@ -454,7 +454,7 @@ class EmulatorBackend:
                 raise ApiError(400, f"Duplicate batch_request_id in batch {batch_id}: {', '.join(duplicates)}")
             self._enqueue(batch, [BatchRequest(request_id, body) for request_id, body in entries], time.monotonic())
 
-    def batch_results(self, batch_id: str, offset: int, limit: int) -> tuple[list[BatchOutcome], int | None]:
+    def batch_results(self, batch_id: str, offset: int, limit: int) -> tuple[list[CompletedBatchRequest], int | None]:
         """Completed requests from ``offset`` (in completion order); also the next offset or None."""
         with self._lock:
             batch = self._settled_batch(batch_id)
@@ -540,17 +540,19 @@ class EmulatorBackend:
         batch.cancel_time = time.time() - (now - ended)
         batch.cancel_by_xai_message = f"Invalid input file: {refusal}"
 
-    def _complete(self, pending: PendingRequest, error_number: int) -> BatchOutcome:
+    def _complete(self, pending: PendingRequest, error_number: int) -> CompletedBatchRequest:
         request = pending.request
         body = request.body
         if BATCH_FAILURE_MARKER in body.prompt:
-            return BatchOutcome(request.batch_request_id, None, BATCH_FAILURE_MESSAGE, GRPC_INTERNAL, error_number)
+            return CompletedBatchRequest(
+                request.batch_request_id, None, BATCH_FAILURE_MESSAGE, GRPC_INTERNAL, error_number
+            )
         try:
             model = _resolve(body.model)
         except ApiError as error:
-            return BatchOutcome(request.batch_request_id, None, error.message, GRPC_NOT_FOUND, error_number)
+            return CompletedBatchRequest(request.batch_request_id, None, error.message, GRPC_NOT_FOUND, error_number)
         generation = self._generation(body, model, request.sources, BATCH_PRICE_FACTOR, pending.due)
-        return BatchOutcome(request.batch_request_id, generation=generation)
+        return CompletedBatchRequest(request.batch_request_id, generation=generation)
 
     # The key -------------------------------------------------------------------------------
 

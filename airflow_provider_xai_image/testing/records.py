@@ -35,7 +35,7 @@ def utc_date(timestamp: float) -> str:
 
 
 @dataclass(frozen=True)
-class RequestRecord:
+class LoggedRequest:
     """One request the emulator received (headers, hence the API key, are never kept)."""
 
     method: str
@@ -146,7 +146,7 @@ class UploadedFile:
 
 
 @dataclass(frozen=True)
-class BatchOutcome:
+class CompletedBatchRequest:
     """A completed batch request: its generation on success, else its error (gRPC code and message)."""
 
     batch_request_id: str
@@ -207,7 +207,7 @@ class BatchRecord:
     cancel_by_xai_message: str | None = None
     request_ids: set[str] = field(default_factory=set)
     pending: list[PendingRequest] = field(default_factory=list)
-    completed: list[BatchOutcome] = field(default_factory=list)
+    completed: list[CompletedBatchRequest] = field(default_factory=list)
     num_success: int = 0
     num_error: int = 0
     num_cancelled: int = 0

@@ -47,7 +47,7 @@ from airflow_provider_xai_image.testing.contract import (
 )
 from airflow_provider_xai_image.testing.errors import ApiError
 from airflow_provider_xai_image.testing.images import render
-from airflow_provider_xai_image.testing.records import TEMP_IMAGE_PATH, Generation, RequestRecord
+from airflow_provider_xai_image.testing.records import TEMP_IMAGE_PATH, Generation, LoggedRequest
 from airflow_provider_xai_image.testing.schemas import (
     AddBatchRequestsBody,
     CreateBatchBody,
@@ -211,7 +211,7 @@ class EmulatorApp:
             logged_json = payload if payload is not _NOT_JSON and len(body) < LOG_JSON_MAX_BYTES else None
             status = None if response is None else response.status_code
             query = request.query_string.decode("latin-1")
-            record = RequestRecord(
+            record = LoggedRequest(
                 request.method, request.path, query, status, arrived, len(body), logged_json, in_flight
             )
             self.backend.record_request(record)

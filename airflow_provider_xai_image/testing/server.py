@@ -13,7 +13,7 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from airflow_provider_xai_image.testing.backend import EmulatorBackend
 from airflow_provider_xai_image.testing.config import EmulatorConfig
-from airflow_provider_xai_image.testing.records import RequestRecord
+from airflow_provider_xai_image.testing.records import LoggedRequest
 from airflow_provider_xai_image.testing.responses import API_ROOT, EmulatorApp
 
 logger = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ class XaiEmulator:
         self.backend.reset()
 
     @property
-    def requests_log(self) -> list[RequestRecord]:
+    def requests_log(self) -> list[LoggedRequest]:
         """Every request received so far (except to ``/_emulator``), oldest first."""
         return self.backend.requests_log
 

@@ -26,7 +26,7 @@ from support.task_context import make_task_context
 
 from airflow_provider_xai_image.exceptions import XaiPossiblyBilledError
 from airflow_provider_xai_image.operators.generate import XaiGenerateImagesOperator
-from airflow_provider_xai_image.testing import RequestRecord, XaiEmulator
+from airflow_provider_xai_image.testing import LoggedRequest, XaiEmulator
 from airflow_provider_xai_image.triggers.generate import XaiGenerateImagesTrigger
 
 GENERATION_LATENCY = 0.3
@@ -46,7 +46,7 @@ def context() -> dict[str, Any]:
     return make_task_context("generate", dag_id="ratelimit", run_id="manual__ratelimit")
 
 
-def image_calls(emulator: XaiEmulator) -> list[RequestRecord]:
+def image_calls(emulator: XaiEmulator) -> list[LoggedRequest]:
     """The generate calls the emulator received, in the order they arrived."""
     calls = [record for record in emulator.requests_log if record.method == "POST" and "/images/" in record.path]
     return sorted(calls, key=lambda record: record.time)
