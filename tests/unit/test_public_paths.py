@@ -99,3 +99,14 @@ def test_entry_points_resolve() -> None:
         loaded = importlib.import_module(module)
         if attribute:
             assert getattr(loaded, attribute) is not None
+
+
+def test_every_name_the_emulator_package_exports_resolves() -> None:
+    import airflow_provider_xai_image.testing as testing
+
+    assert {name: getattr(testing, name).__name__ for name in ("LoggedRequest", "RequestRecord")} == {
+        "LoggedRequest": "LoggedRequest",
+        "RequestRecord": "LoggedRequest",  # its former name
+    }
+    for name in testing.__all__:
+        assert getattr(testing, name) is not None, name
