@@ -8,7 +8,7 @@ is built, so a DAG with a wrong value fails to parse with the same message.
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import fsspec
@@ -18,7 +18,6 @@ from airflow_provider_xai_image.api.images import MAX_IMAGES_PER_REQUEST, MAX_SO
 from airflow_provider_xai_image.exceptions import XaiRequestValidationError
 
 OnModeration = Literal["fail", "skip"]
-ON_MODERATION_CHOICES: tuple[str, ...] = get_args(OnModeration)
 #: fsspec protocols that are not a place to store images (read-only or not storage).
 _NOT_STORAGE = {"http", "https", "data"}
 
