@@ -23,7 +23,7 @@ from airflow_provider_xai_image.operators.lineage import (
     with_output_alias,
 )
 from airflow_provider_xai_image.storage.image_store import ImageStore
-from airflow_provider_xai_image.storage.layout import task_output_path
+from airflow_provider_xai_image.storage.layout import MANIFEST_XCOM_KEY, task_output_path
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -104,7 +104,7 @@ class XaiImageOutputOperator(XaiHookMixin, BaseOperator):
         manifest_uri, totals = store.write_manifest(self.parameters(), elapsed, task_instance_id(context))
         uris = store.image_uris() if self.do_xcom_push else []
         store.close()
-        context["ti"].xcom_push(key="manifest", value=manifest_uri)
+        context["ti"].xcom_push(key=MANIFEST_XCOM_KEY, value=manifest_uri)
         sources = self.lineage_sources()
         report(
             context,

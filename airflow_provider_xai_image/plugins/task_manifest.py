@@ -33,15 +33,13 @@ from airflow_provider_xai_image.ledger.records import TaskInstanceId
 from airflow_provider_xai_image.plugins.manifest_index import ManifestCache, ManifestError, ManifestIndex
 from airflow_provider_xai_image.settings import allowed_roots, max_manifest_bytes
 from airflow_provider_xai_image.storage.image_checks import HEADER_BYTES, ImageType, sniff_image_type
-from airflow_provider_xai_image.storage.layout import MANIFEST_NAME, task_output_path
+from airflow_provider_xai_image.storage.layout import MANIFEST_NAME, MANIFEST_XCOM_KEY, task_output_path
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
 
-#: The XCom key the operators push their manifest's URI to.
-MANIFEST_XCOM_KEY = "manifest"
 #: Bytes read from storage at a time while an image streams out.
 CHUNK_BYTES = 256 * 1024
 #: Manifests kept indexed (each on local disk, about its own size) between requests.

@@ -22,6 +22,8 @@ from airflow_provider_xai_image.ledger.records import FINGERPRINT_CHARS
 from airflow_provider_xai_image.storage.image_checks import IMAGE_EXTENSIONS
 
 MANIFEST_NAME = "manifest.json"
+#: The XCom key the operators push their manifest's URI to.
+MANIFEST_XCOM_KEY = "manifest"
 RECORDS_DIR = "_records"
 _SAFE_SEGMENT = re.compile(r"[^A-Za-z0-9._-]")
 IMAGE_NAME = re.compile(
