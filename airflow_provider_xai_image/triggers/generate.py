@@ -67,19 +67,18 @@ class XaiGenerateImagesTrigger(BaseTrigger):
         self.plan_uri = plan_uri
         self.plan_digest = plan_digest
         self.xai_conn_id = xai_conn_id
-        self.legacy = legacy
+        self.legacy = LegacyTriggerKwargs.model_validate(legacy) if legacy else None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         classpath = f"{type(self).__module__}.{type(self).__qualname__}"
-        if self.legacy:
-            return classpath, {**self.legacy, "xai_conn_id": self.xai_conn_id}
+        if self.legacy is not None:
+            return classpath, {**self.legacy.serialize(), "xai_conn_id": self.xai_conn_id}
         return classpath, {"plan_uri": self.plan_uri, "plan_digest": self.plan_digest, "xai_conn_id": self.xai_conn_id}
 
     def _plan(self) -> tuple[GenerationPlan, str]:
         """The plan and the task's folder (blocking: reads storage, or the sources of a legacy trigger)."""
-        if self.legacy:
-            legacy = LegacyTriggerKwargs.model_validate(self.legacy)
-            return legacy.plan(), legacy.folder
+        if self.legacy is not None:
+            return self.legacy.plan(), self.legacy.folder
         if not self.plan_uri or not self.plan_digest:
             raise XaiPlanError("The trigger names no plan (plan_uri and plan_digest are required)")
         return GenerationPlan.load(self.plan_uri, self.plan_digest), self.plan_uri.rpartition("/")[0]

@@ -50,10 +50,12 @@ class LegacyTriggerKwargs(BaseModel):
 
         :raises XaiSourceImageError: a source image cannot be read here.
         """
-        if not self.requests:
-            raise XaiPlanError("The trigger of the previous version holds no request")
+        if not self.requests or max(self.requests) >= len(self.prompts):
+            raise XaiPlanError("The trigger of the previous version holds no request, or one of no prompt")
         sources = read_source_images(self.source_images) if self.source_images else None
         body = next(iter(self.requests.values()))
+        if any({**other, "prompt": ""} != {**body, "prompt": ""} for other in self.requests.values()):
+            raise XaiPlanError("The requests of the previous version's trigger differ in more than their prompt")
         template = ImageRequest.build(**{**body, "prompt": self.prompts[0]}, source_images=sources)
         fingerprints = [
             self.fingerprints.get(index) or request_fingerprint(template.model_copy(update={"prompt": prompt}))
