@@ -99,7 +99,7 @@ def test_a_plan_checks_what_it_is_given() -> None:
     requests = planned()
     with pytest.raises(ValidationError, match="2 fingerprints for 3 prompts"):
         PlannedRequests(template=requests.template, prompts=PROMPTS, fingerprints=requests.fingerprints[:2])
-    with pytest.raises(ValidationError, match="fingerprints.0"):
+    with pytest.raises(ValidationError, match=r"fingerprints\.0"):
         PlannedRequests(template=requests.template, prompts=PROMPTS[:1], fingerprints=["../../etc"])
     with pytest.raises(ValidationError, match="on_moderation"):
         GenerationPlan(requests=requests, price_usd_ticks=1, on_moderation="ignore")  # type: ignore[arg-type]

@@ -75,7 +75,7 @@ def test_an_error_event_raises_the_same_typed_error(error: XaiError) -> None:
 def test_an_unknown_error_type_is_a_plain_provider_error() -> None:
     event = through_the_database(error_event(KeyError("boom")))
 
-    with pytest.raises(XaiError, match="^KeyError: 'boom'$") as raised:
+    with pytest.raises(XaiError, match=r"^KeyError: 'boom'$") as raised:
         event_result(event)
     assert type(raised.value) is XaiError
 

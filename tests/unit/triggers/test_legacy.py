@@ -110,7 +110,7 @@ def test_the_trigger_row_no_longer_grows_with_the_prompts() -> None:
     old = XaiGenerateImagesTrigger(**old_kwargs(prompts, list(range(10_000)), None)).serialize()[1]
 
     new_size, old_size = len(json.dumps(serialize(new))), len(json.dumps(serialize(old)))
-    print(f"trigger kwargs for 10,000 prompts: {old_size} bytes before, {new_size} bytes now")  # noqa: T201
+    print(f"trigger kwargs for 10,000 prompts: {old_size} bytes before, {new_size} bytes now")
     assert new_size < 512
     assert old_size > 2_000_000
     assert len(plan.model_dump_json()) < old_size  # the plan in storage holds each prompt once
