@@ -142,6 +142,15 @@ class XaiBatchRefusedError(XaiBatchFailedError, XaiPermanentError):
     """xAI cancelled the batch (``cancel_by_xai_message``: it refused the input), or it was cancelled."""
 
 
+class XaiBatchTimeoutError(XaiBatchFailedError):
+    """The batch job was still pending when the wait timed out (a sensor raises ``AirflowSensorTimeout``)."""
+
+
+class XaiPlanError(XaiError):
+    """The plan of a deferred generation cannot be written or read back, or is not the one its worker wrote
+    (its digest differs): nothing is sent, and a retried task plans again."""
+
+
 def error_to_event(error: BaseException) -> dict[str, Any]:
     """The error as JSON for a trigger event: its type and what it takes to raise it again."""
     fields = error.event_fields() if isinstance(error, XaiApiError) else {"message": str(error)}

@@ -37,15 +37,3 @@ def raise_for_outcome(outcome: BatchOutcome) -> None:
         raise XaiBatchRefusedError(outcome.message)
     if outcome.status == "failed":
         raise XaiBatchFailedError(outcome.message)
-
-
-def raise_for_event(event: dict[str, Any]) -> None:
-    """Turn a failed :class:`~airflow_provider_xai_image.triggers.batch.XaiBatchTrigger` event into the matching error.
-
-    :param event: The trigger's event.
-    """
-    status, message = event.get("status"), str(event.get("message"))
-    if status == "timeout":
-        raise XaiBatchFailedError(f"Timed out waiting for the batch: {message}")
-    if status != "success":
-        raise_for_outcome(BatchOutcome("refused" if status == "refused" else "failed", message))

@@ -1,26 +1,30 @@
 """One task's image requests, shared by the worker path and the trigger: what is left to pay for,
-the budget, and recording each outcome.
+the budget, and recording each outcome. What is sent comes from the task's plan
+(:mod:`~airflow_provider_xai_image.engine.plan`), built once on the worker.
 
 Both paths run the same steps, so a retried task and a trigger run a second time (after a
 triggerer restart) behave alike: records and stored images are read first, only what is missing
 is requested, and every outcome (images, a failed image, a request that may have been billed) is
 recorded per image so a second run can neither duplicate nor lose one. Nothing is held per prompt but
-a few bytes: requests are built from one template when sent (:class:`ByPrompt`), records go to the
-store's ledger on local disk.
+its prompt, its fingerprint and a few bytes: requests are built from one template when sent
+(:class:`ByPrompt`), records go to the store's ledger on local disk.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import suppress
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from airflow_provider_xai_image.api.images import ImageGenerationResult, ImageRequest
 from airflow_provider_xai_image.engine.budget import CostBudget
 from airflow_provider_xai_image.exceptions import XaiBudgetExceededError, XaiPossiblyBilledError
 from airflow_provider_xai_image.ledger.progress import Remaining, check_moderation
-from airflow_provider_xai_image.ledger.records import RequestRecord, request_fingerprint
-from airflow_provider_xai_image.storage.image_store import ImageStore
+from airflow_provider_xai_image.ledger.records import RequestRecord
+
+if TYPE_CHECKING:
+    from airflow_provider_xai_image.engine.plan import GenerationPlan, PlannedRequests
+    from airflow_provider_xai_image.storage.image_store import ImageStore
 
 Value = TypeVar("Value")
 
@@ -54,62 +58,41 @@ class ByPrompt(Mapping[int, Value]):
         return len(self._indices)
 
 
-def request_fingerprints(requests: Mapping[int, ImageRequest]) -> Mapping[int, str]:
-    """Each request's fingerprint by prompt index, computed when asked for.
+def resume(store: ImageStore, requests: PlannedRequests, on_moderation: str) -> Remaining:
+    """Read what earlier runs stored; return what is left: ``{prompt_index: (request, first image index)}``.
 
-    :param requests: Every prompt's request (e.g. from ``build_requests``: indices ``0..len-1``).
+    Comes before a :class:`GenerationRun` (whose budget counts what earlier runs spent, possibly paid
+    included) and before the price is asked: a task with nothing left asks xAI nothing.
+
+    :param store: The task instance's store, prepared.
+    :param requests: Every prompt's request and fingerprint.
+    :param on_moderation: ``fail`` (raise when an earlier run had an image filtered) or ``skip``.
     """
-    return ByPrompt(len(requests), lambda index: request_fingerprint(requests[index]))
+    progress = store.load_records(requests.fingerprint_of, requests.prompts)
+    check_moderation(progress.filtered_prompts(), on_moderation)
+    return Remaining(requests.by_index, progress)
 
 
 class GenerationRun:
     """
-    The image requests of one task instance against its :class:`ImageStore`.
+    The image requests of one task instance against its :class:`ImageStore`, after :func:`resume`.
 
-    :param store: Where images and records go.
-    :param requests: The full request of each prompt, by prompt index.
-    :param fingerprints: Each request's fingerprint, by prompt index.
-    :param prices: Price of one image of each request (for the budget and possibly billed requests).
-    :param max_cost_usd: The budget, or None.
-    :param on_moderation: ``fail`` or ``skip``.
-    :param prompts: Every prompt of the task (names the prompt of images recovered from storage).
+    :param store: Where images and records go, its records loaded by :func:`resume`.
+    :param plan: What the task sends, at which price, within which limits.
     """
 
-    def __init__(
-        self,
-        store: ImageStore,
-        requests: Mapping[int, ImageRequest],
-        fingerprints: Mapping[int, str],
-        prices: Mapping[int, int],
-        max_cost_usd: float | None,
-        on_moderation: str,
-        prompts: Sequence[str] | None = None,
-    ) -> None:
+    def __init__(self, store: ImageStore, plan: GenerationPlan) -> None:
         self.store = store
-        self.requests = requests
-        self.fingerprints = fingerprints
-        self.prices = prices
-        self.on_moderation = on_moderation
-        self.prompts = prompts
-        self.max_cost_usd = max_cost_usd
-        self.budget = CostBudget(max_cost_usd)
+        self.plan = plan
+        self.budget = CostBudget(plan.max_cost_usd, store.ledger.progress.spent_usd_ticks)
 
-    def resume(self) -> Remaining:
-        """Read what earlier runs stored; return what is left: ``{prompt_index: (request, first image index)}``.
+    def estimate(self, request: ImageRequest) -> int:
+        """What ``request`` may cost at the plan's price."""
+        return estimate_usd_ticks(self.plan.price_usd_ticks, request)
 
-        Counts what earlier runs spent (also what they possibly paid) against the budget.
-        """
-        progress = self.store.load_records(self.fingerprints.get, self.prompts)
-        check_moderation(progress.filtered_prompts(), self.on_moderation)
-        self.budget = CostBudget(self.max_cost_usd, progress.spent_usd_ticks)
-        return Remaining(self.requests, progress)
-
-    def estimate(self, index: int, request: ImageRequest) -> int:
-        return estimate_usd_ticks(self.prices[index], request)
-
-    def reserve(self, index: int, request: ImageRequest) -> int:
+    def reserve(self, request: ImageRequest) -> int:
         """Before sending ``request``: hold its estimate in the budget (or refuse); return the estimate."""
-        estimate = self.estimate(index, request)
+        estimate = self.estimate(request)
         self.budget.reserve(estimate)
         return estimate
 
@@ -117,9 +100,10 @@ class GenerationRun:
         self, index: int, request: ImageRequest, first_image_index: int, result: ImageGenerationResult, estimate: int
     ) -> RequestRecord:
         """After an answer (blocking: downloads and uploads): store its images, record it, settle the budget."""
-        record = self.store.store_result(index, request.prompt, result, self.fingerprints[index], first_image_index)
+        fingerprint = self.plan.requests.fingerprints[index]
+        record = self.store.store_result(index, request.prompt, result, fingerprint, first_image_index)
         self.budget.settle(estimate, result.cost_usd_ticks)
-        check_moderation([index] if record.filtered else [], self.on_moderation)
+        check_moderation([index] if record.filtered else [], self.plan.on_moderation)
         return record
 
     def failed(self, index: int, request: ImageRequest, estimate: int, error: BaseException) -> None:
@@ -135,7 +119,7 @@ class GenerationRun:
                 prompt_index=index,
                 prompt=request.prompt,
                 model=request.model,
-                fingerprint=self.fingerprints[index],
+                fingerprint=self.plan.requests.fingerprints[index],
                 possibly_billed_usd_ticks=possibly_billed,
                 error=str(error),
             )

@@ -1,8 +1,8 @@
 """Reading the source images of an edit into the data URIs xAI accepts, checked before any request.
 
-A local source (``file://``) is read with the worker's (or triggerer's) own rights: a deployment whose
-DAGs take sources from ``dag_run.conf`` restricts them to some folders with ``[xai_image]
-allowed_local_source_roots`` (comma-separated; empty allows any). The path is resolved first (``..``
+A local source (``file://``) is read with the worker's own rights (a deferred task's plan carries what
+it read): a deployment whose DAGs take sources from ``dag_run.conf`` restricts them to some folders
+with ``[xai_image] allowed_local_source_roots`` (comma-separated; empty allows any). The path is resolved first (``..``
 and symbolic links followed), so no source reaches outside those folders.
 """
 

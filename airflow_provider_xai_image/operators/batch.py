@@ -21,11 +21,11 @@ from airflow_provider_xai_image.api.batches import Batch, judge_one, split_batch
 from airflow_provider_xai_image.api.images import ImageRequest
 from airflow_provider_xai_image.connection import DEFAULT_CONN_ID
 from airflow_provider_xai_image.engine.batch_results import EXPIRED_URLS_HINT, finished_batches, store_batch_results
-from airflow_provider_xai_image.engine.batch_waiting import check_job, raise_for_event, raise_for_outcome
+from airflow_provider_xai_image.engine.batch_waiting import check_job, raise_for_outcome
 from airflow_provider_xai_image.engine.task_parameters import TaskParameters
 from airflow_provider_xai_image.exceptions import (
     XaiBadRequestError,
-    XaiBatchFailedError,
+    XaiBatchTimeoutError,
     XaiError,
     XaiPossiblyBilledError,
     XaiRequestValidationError,
@@ -37,6 +37,7 @@ from airflow_provider_xai_image.operators.base import (
     XaiImageRequestOperator,
 )
 from airflow_provider_xai_image.storage.layout import MANIFEST_NAME, safe_segment
+from airflow_provider_xai_image.triggers.events import event_result
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -293,9 +294,9 @@ class XaiBatchGenerateImagesOperator(XaiImageRequestOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> list[str]:
         with failing_without_retry(self.log):
-            raise_for_event(event)
-            self.submitted_batch_ids = list(event["batch_ids"])
-            return self.store(context, [Batch.model_validate(batch) for batch in event["batches"]])
+            result = event_result(event)
+            self.submitted_batch_ids = list(result["batch_ids"])
+            return self.store(context, [Batch.model_validate(batch) for batch in result["batches"]])
 
     def submit(self, context: Context, requests: Mapping[int, ImageRequest]) -> tuple[list[Batch], list[int]]:
         """Upload the input file(s) and create the batch(es), or reconnect to those an earlier try created;
@@ -356,7 +357,7 @@ class XaiBatchGenerateImagesOperator(XaiImageRequestOperator):
             if outcome.status == "success":
                 return batches
             if time.monotonic() >= deadline:
-                raise XaiBatchFailedError(f"Timed out after {self.timeout_seconds:g} s: {outcome.message}")
+                raise XaiBatchTimeoutError(f"Timed out after {self.timeout_seconds:g} s: {outcome.message}")
             time.sleep(self.poll_interval)
 
     def store(self, context: Context, batches: list[Batch]) -> list[str]:

@@ -12,13 +12,15 @@ from airflow.providers.common.compat.sdk import conf
 
 from airflow_provider_xai_image.api.images import ImageRequest
 from airflow_provider_xai_image.engine.concurrency import map_concurrently
-from airflow_provider_xai_image.engine.generation import ByPrompt, GenerationRun, request_fingerprints
+from airflow_provider_xai_image.engine.generation import GenerationRun, resume
+from airflow_provider_xai_image.engine.plan import GenerationPlan, PlannedRequests, plan_uri, remove_plan
 from airflow_provider_xai_image.engine.task_parameters import OnModeration, TaskParameters
-from airflow_provider_xai_image.exceptions import XaiError, error_from_event
+from airflow_provider_xai_image.exceptions import XaiError
 from airflow_provider_xai_image.hooks.mixin import failing_without_retry
 from airflow_provider_xai_image.ledger.records import RequestRecord
 from airflow_provider_xai_image.operators.base import XaiImageRequestOperator
 from airflow_provider_xai_image.storage.image_store import ImageStore
+from airflow_provider_xai_image.triggers.events import event_result
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -108,45 +110,39 @@ class XaiGenerateImagesOperator(XaiImageRequestOperator):
     def _execute(self, context: Context) -> list[str]:
         started = time.monotonic()
         prompts = self.prompts
-        requests = self.build_requests(prompts)
-        fingerprints = request_fingerprints(requests)
+        requests = PlannedRequests.of(self.build_requests(prompts), prompts)
         store = self.image_store(context)
         store.prepare()
-        run = GenerationRun(store, requests, fingerprints, {}, self.max_cost_usd, self.on_moderation, prompts)
-        todo = run.resume()
-        if len(todo) < len(requests):
+        todo = resume(store, requests, self.on_moderation)
+        if len(todo) < len(prompts):
             self.log.info(
                 "Reusing the images of %d of %d prompts stored by an earlier try under %s; generating %d.",
-                len(requests) - len(todo),
-                len(requests),
+                len(prompts) - len(todo),
+                len(prompts),
                 store.folder,
                 len(todo),
             )
         if not todo:
-            self.check_complete(requests, store)
+            self.check_complete(requests.by_index, store)
             return self.finish(context, store, time.monotonic() - started)
         self.hook.check_api_key()
-        price = self.hook.price_per_image_usd_ticks(requests[0])  # the prompts share every priced parameter
-        run.prices = ByPrompt(len(requests), lambda _: price)
-        run.budget.check_estimate(sum(run.estimate(index, request) for index, (request, _) in todo.items()))
+        plan = GenerationPlan(
+            requests=requests,
+            price_usd_ticks=self.hook.price_per_image_usd_ticks(requests.template),
+            max_cost_usd=self.max_cost_usd,
+            on_moderation=self.on_moderation,
+            max_concurrency=self.max_concurrency,
+        )
+        run = GenerationRun(store, plan)
+        run.budget.check_estimate(sum(run.estimate(request) for request, _ in todo.values()))
         if self.deferrable:
             # Imported here: DAG files import this module on every parse, and the trigger brings the HTTP clients.
             from airflow_provider_xai_image.triggers.generate import XaiGenerateImagesTrigger
 
+            saved_uri, digest = plan.save(store.folder)
             self.log.info("Deferring %d request(s) to the triggerer; images are stored from there.", len(todo))
             self.defer(
-                trigger=XaiGenerateImagesTrigger(
-                    requests={index: _serializable(requests[index]) for index in todo},
-                    fingerprints={index: fingerprints[index] for index in todo},
-                    prices={index: price for index in todo},
-                    prompts=prompts,
-                    folder=str(store.folder),
-                    xai_conn_id=self.xai_conn_id,
-                    source_images=TaskParameters.check(source_images=self.source_images).source_images,
-                    max_concurrency=self.max_concurrency,
-                    on_moderation=self.on_moderation,
-                    max_cost_usd=self.max_cost_usd,
-                ),
+                trigger=XaiGenerateImagesTrigger(plan_uri=saved_uri, plan_digest=digest, xai_conn_id=self.xai_conn_id),
                 method_name="execute_complete",
             )
         from airflow_provider_xai_image.engine.ratelimit import RateLimiter, in_flight_cap  # not on every DAG parse
@@ -158,7 +154,7 @@ class XaiGenerateImagesOperator(XaiImageRequestOperator):
             "(at most %d in flight)",
             sum(request.n for request, _ in todo.values()),
             len(todo),
-            requests[next(iter(todo))].model,
+            requests.template.model,
             store.folder,
             limiter.core.rate,
             in_flight,
@@ -169,20 +165,32 @@ class XaiGenerateImagesOperator(XaiImageRequestOperator):
                 deque(map_concurrently(generate, todo.items(), in_flight), maxlen=0)  # records: in the store
             finally:
                 limiter.log_final()
-        self.check_complete(requests, store)
+        self.check_complete(requests.by_index, store)
         return self.finish(context, store, time.monotonic() - started)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> list[str]:
         """Back from the triggerer: the images are stored; write the manifest from their records."""
         with failing_without_retry(self.log):
-            if event.get("status") != "success":
-                raise error_from_event(event)
-            prompts = self.prompts
-            requests = self.build_requests(prompts)
+            result = event_result(event)
             store = self.image_store(context)
-            store.load_records(request_fingerprints(requests).get, prompts)
-            self.check_complete(requests, store)
-            return self.finish(context, store, float(event.get("elapsed_seconds", 0.0)))
+            requests = self.requests_after_trigger(store, result.get("plan_digest"))
+            store.load_records(requests.fingerprint_of, requests.prompts)
+            self.check_complete(requests.by_index, store)
+            uris = self.finish(context, store, float(result.get("elapsed_seconds", 0.0)))
+            remove_plan(store.folder, self.log)
+            return uris
+
+    def requests_after_trigger(self, store: ImageStore, plan_digest: str | None) -> PlannedRequests:
+        """The requests the trigger ran: from the plan this task wrote (checked against its digest), or
+        rebuilt, sources read again, after a trigger of the previous version (which wrote no plan).
+
+        :param store: The task instance's store.
+        :param plan_digest: The plan's digest, as the trigger's event reports it (None: no plan).
+        """
+        if plan_digest:
+            return GenerationPlan.load(plan_uri(store.folder), plan_digest).requests
+        prompts = self.prompts
+        return PlannedRequests.of(self.build_requests(prompts), prompts)
 
     def check_complete(self, requests: Mapping[int, ImageRequest], store: ImageStore) -> None:
         """Fail (a retry resumes) when a prompt has fewer images stored or filtered than ``n``.
@@ -207,14 +215,10 @@ def _generate_one(
     hook: XaiHook, run: GenerationRun, limiter: RateLimiter, item: tuple[int, tuple[ImageRequest, int]]
 ) -> RequestRecord:
     index, (request, first_image_index) = item
-    estimate = run.reserve(index, request)
+    estimate = run.reserve(request)
     try:
         result = hook.run_image_request(request, limiter)
     except BaseException as error:
         run.failed(index, request, estimate, error)
         raise
     return run.stored(index, request, first_image_index, result, estimate)
-
-
-def _serializable(request: ImageRequest) -> dict[str, Any]:
-    return request.model_dump(exclude={"source_images"}, exclude_none=True)

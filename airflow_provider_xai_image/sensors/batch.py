@@ -15,9 +15,11 @@ from airflow.providers.common.compat.sdk import (
 
 from airflow_provider_xai_image.api.batches import split_batch_ids
 from airflow_provider_xai_image.connection import DEFAULT_CONN_ID
-from airflow_provider_xai_image.engine.batch_waiting import check_job, raise_for_event, raise_for_outcome
+from airflow_provider_xai_image.engine.batch_waiting import check_job, raise_for_outcome
 from airflow_provider_xai_image.engine.task_parameters import TaskParameters
+from airflow_provider_xai_image.exceptions import XaiBatchTimeoutError
 from airflow_provider_xai_image.hooks.mixin import XaiHookMixin, failing_without_retry
+from airflow_provider_xai_image.triggers.events import event_result
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -88,9 +90,10 @@ class XaiBatchSensor(XaiHookMixin, BaseSensorOperator):
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> list[dict[str, Any]]:
-        if event.get("status") == "timeout":
-            raise AirflowSensorTimeout(f"Batch {self.batch_id} still pending: {event.get('message')}")
-        with failing_without_retry(self.log):
-            raise_for_event(event)
-        self.log.info("%s", event["message"])
-        return event["batches"]
+        try:
+            with failing_without_retry(self.log):
+                result = event_result(event)
+        except XaiBatchTimeoutError as error:
+            raise AirflowSensorTimeout(f"Batch {self.batch_id} still pending: {error}") from error
+        self.log.info("%s", result["message"])
+        return result["batches"]

@@ -4,6 +4,7 @@ Layout for one task instance::
 
     <output_uri>/<run_id>/<task_id>[/map-<map_index>]/p00000-i00-<fingerprint>.jpg   one image
                                                      /_records/p00000-<id>.json   records of some requests
+                                                     /plan.json                   a deferred task's plan
                                                      /manifest.json               written last
 
 (``run_id`` and ``task_id`` as :func:`safe_segment` writes them.) An image's name says which prompt
@@ -24,6 +25,8 @@ from airflow_provider_xai_image.storage.image_checks import IMAGE_EXTENSIONS
 MANIFEST_NAME = "manifest.json"
 #: The XCom key the operators push their manifest's URI to.
 MANIFEST_XCOM_KEY = "manifest"
+#: What a deferred generation hands its trigger (see :mod:`airflow_provider_xai_image.engine.plan`).
+PLAN_NAME = "plan.json"
 RECORDS_DIR = "_records"
 _SAFE_SEGMENT = re.compile(r"[^A-Za-z0-9._-]")
 IMAGE_NAME = re.compile(

@@ -10,18 +10,21 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_xai_image.connection import DEFAULT_CONN_ID
-from airflow_provider_xai_image.engine.batch_waiting import check_job
-from airflow_provider_xai_image.exceptions import XaiError
+from airflow_provider_xai_image.engine.batch_waiting import check_job, raise_for_outcome
+from airflow_provider_xai_image.exceptions import XaiBatchTimeoutError, XaiError
 from airflow_provider_xai_image.hooks.xai import XaiHook
+from airflow_provider_xai_image.triggers.events import error_event, success_event
 
 
 class XaiBatchTrigger(BaseTrigger):
     """
     Poll ``GET /batches/{batch_id}`` of each batch every ``poll_interval`` seconds without holding a worker.
 
-    Only polls (free calls), so running it twice costs nothing. Fires one event:
-    ``{"status": "success", "batch_ids", "batches": [...]}`` when every batch is done, or
-    ``{"status": "error"|"refused"|"timeout", "message": ...}``.
+    Only polls (free calls), so running it twice costs nothing. Fires one event
+    (:mod:`~airflow_provider_xai_image.triggers.events`): ``{"status": "success", "batch_ids", "message",
+    "batches": [...]}`` when every batch is done, else ``{"status": "error", "error_type", "error"}`` with
+    :class:`XaiBatchRefusedError`, :class:`XaiBatchFailedError`, :class:`XaiBatchTimeoutError` or the
+    API's own error.
 
     :param batch_ids: The batches of the job.
     :param expected_requests: How many requests each batch was given, when known (the done rule).
@@ -62,25 +65,26 @@ class XaiBatchTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        try:
+            event = success_event(**await self._wait_until_done())
+        except XaiError as error:
+            event = error_event(error)
+        yield TriggerEvent(event)
+
+    async def _wait_until_done(self) -> dict[str, Any]:
+        """Poll until every batch is done; return the result, or raise the job's (or the API's) typed error."""
         hook = XaiHook(xai_conn_id=self.xai_conn_id)
         started = time.monotonic()
-        event: dict[str, Any] = {"batch_ids": self.batch_ids}
-        try:
-            async with hook.async_client() as client:
-                while True:
-                    batches = [await hook.aget_batch(client, batch_id) for batch_id in self.batch_ids]
-                    outcome = check_job(batches, self.max_failed_fraction, self.log, self.expected_requests)
-                    if outcome.status != "pending":
-                        status = "error" if outcome.status == "failed" else outcome.status
-                        batches_json = [batch.model_dump(mode="json") for batch in batches]
-                        yield TriggerEvent(
-                            {**event, "status": status, "message": outcome.message, "batches": batches_json}
-                        )
-                        return
-                    if self.timeout is not None and time.monotonic() - started >= self.timeout:
-                        message = f"{outcome.message}; still pending after {self.timeout:g} s"
-                        yield TriggerEvent({**event, "status": "timeout", "message": message})
-                        return
-                    await asyncio.sleep(self.poll_interval)
-        except XaiError as error:
-            yield TriggerEvent({**event, "status": "error", "message": str(error)})
+        async with hook.async_client() as client:
+            while True:
+                batches = [await hook.aget_batch(client, batch_id) for batch_id in self.batch_ids]
+                outcome = check_job(batches, self.max_failed_fraction, self.log, self.expected_requests)
+                raise_for_outcome(outcome)
+                if outcome.status == "success":
+                    batches_json = [batch.model_dump(mode="json") for batch in batches]
+                    return {"batch_ids": self.batch_ids, "message": outcome.message, "batches": batches_json}
+                if self.timeout is not None and time.monotonic() - started >= self.timeout:
+                    raise XaiBatchTimeoutError(
+                        f"Timed out waiting for the batch: {outcome.message}; still pending after {self.timeout:g} s"
+                    )
+                await asyncio.sleep(self.poll_interval)

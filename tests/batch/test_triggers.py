@@ -3,12 +3,13 @@ event of the documented shape from run(), waiting through the validation of the 
 monotonic timeout, and no API key anywhere they write.
 
 ``airflow dags test`` runs a trigger inline and does not enforce its timeout, so the timeout is tested
-here, directly, together with what the sensor and the operator make of a "timeout" event.
+here, directly, together with what the sensor and the operator make of its ``XaiBatchTimeoutError`` event.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib
 import json
 import re
@@ -33,7 +34,8 @@ from batch_support import (
 )
 
 from airflow_provider_xai_image.api.batches import Batch
-from airflow_provider_xai_image.exceptions import XaiBatchFailedError, XaiBatchRefusedError
+from airflow_provider_xai_image.engine.plan import GenerationPlan, PlannedRequests
+from airflow_provider_xai_image.exceptions import XaiBadRequestError, XaiBatchFailedError, XaiBatchRefusedError
 from airflow_provider_xai_image.hooks.xai import XaiHook
 from airflow_provider_xai_image.ledger.records import RequestRecord, batch_fingerprint, request_fingerprint
 from airflow_provider_xai_image.operators.batch import XaiBatchGenerateImagesOperator
@@ -44,6 +46,7 @@ from airflow_provider_xai_image.triggers.batch import XaiBatchTrigger
 from airflow_provider_xai_image.triggers.generate import XaiGenerateImagesTrigger
 
 BATCH_EVENT_KEYS = {"status", "batch_ids", "message", "batches"}
+ERROR_EVENT_KEYS = {"status", "error_type", "error"}
 PRICE_TICKS = 500_000_000  # $0.05 per image (emulator's grok-imagine-image-quality)
 
 
@@ -154,14 +157,17 @@ async def test_batch_trigger_judges_failed_requests_by_max_failed_fraction(
 
     [event] = await all_events(XaiBatchTrigger(batch_ids=[batch_id], poll_interval=0.1, max_failed_fraction=fraction))
 
-    assert set(event) == BATCH_EVENT_KEYS
     assert event["status"] == status
-    assert "3 succeeded, 2 failed" in event["message"]
     sensor = XaiBatchSensor(task_id="wait", batch_id=batch_id)
     if status == "success":
+        assert set(event) == BATCH_EVENT_KEYS
+        assert "3 succeeded, 2 failed" in event["message"]
         assert sensor.execute_complete(make_context("wait"), event) == event["batches"]
     else:
-        assert event["message"].endswith("2 failed requests, over max_failed_fraction=0.2 (1 allowed)")
+        assert set(event) == ERROR_EVENT_KEYS
+        assert event["error_type"] == "XaiBatchFailedError"
+        assert "3 succeeded, 2 failed" in event["error"]["message"]
+        assert event["error"]["message"].endswith("2 failed requests, over max_failed_fraction=0.2 (1 allowed)")
         with pytest.raises(XaiBatchFailedError, match=r"over max_failed_fraction=0\.2") as failure:
             sensor.execute_complete(make_context("wait"), event)
         assert not isinstance(failure.value, XaiBatchRefusedError)  # too many failures: a retry may help
@@ -175,11 +181,12 @@ async def test_batch_trigger_reports_a_batch_xai_expired_while_it_waits(hook: Xa
 
     [event] = await all_events(XaiBatchTrigger(batch_ids=[batch_id], poll_interval=0.1, timeout=30))
 
-    assert event["status"] == "refused"
-    assert event["message"] == (
-        f"batch {batch_id}: 0 succeeded, 0 failed, 2 cancelled, 0 pending of 2; xAI cancelled it: {EXPIRED_MESSAGE}"
-    )
-    assert event["batches"][0]["cancel_by_xai_message"] == EXPIRED_MESSAGE
+    assert set(event) == ERROR_EVENT_KEYS
+    assert (event["status"], event["error_type"]) == ("error", "XaiBatchRefusedError")
+    assert event["error"] == {
+        "message": f"batch {batch_id}: 0 succeeded, 0 failed, 2 cancelled, 0 pending of 2; "
+        f"xAI cancelled it: {EXPIRED_MESSAGE}"
+    }
     assert len(batch_gets(emulator, batch_id)) >= 2
     # the sensor and the operator fail without retries, with xAI's message
     operator = XaiBatchGenerateImagesOperator(task_id="gen", prompts=["x"], output_uri="file:///tmp/unused/")
@@ -192,9 +199,20 @@ async def test_batch_trigger_reports_a_batch_xai_expired_while_it_waits(hook: Xa
 async def test_batch_trigger_reports_an_api_error_as_an_error_event(hook: XaiHook, emulator: XaiEmulator) -> None:
     [event] = await all_events(XaiBatchTrigger(batch_ids=["batch_does_not_exist"], poll_interval=0.1))
 
-    assert set(event) == {"status", "batch_ids", "message"}
-    assert (event["status"], event["batch_ids"]) == ("error", ["batch_does_not_exist"])
-    assert event["message"] == (
+    assert set(event) == ERROR_EVENT_KEYS
+    assert (event["status"], event["error_type"]) == ("error", "XaiBadRequestError")
+    assert event["error"] == {
+        "method": "GET",
+        "path": "batches/batch_does_not_exist",
+        "status": 404,
+        "detail": "Some requested entity was not found: Batch batch_does_not_exist not found.",
+    }
+    # the worker raises the typed error a poke would have raised: a missing batch fails without retries
+    sensor = XaiBatchSensor(task_id="wait", batch_id="batch_does_not_exist")
+    with pytest.raises(AirflowFailException) as failure:
+        sensor.execute_complete(make_context("wait"), event)
+    assert isinstance(failure.value.__cause__, XaiBadRequestError)
+    assert str(failure.value.__cause__) == (
         "xAI GET /batches/batch_does_not_exist failed (HTTP 404): "
         "Some requested entity was not found: Batch batch_does_not_exist not found."
     )
@@ -211,9 +229,12 @@ async def test_batch_trigger_times_out_on_the_monotonic_clock(hook: XaiHook, emu
 
     assert 0.35 <= elapsed < 5
     assert event == {
-        "status": "timeout",
-        "batch_ids": [batch_id],
-        "message": f"batch {batch_id}: 0 succeeded, 0 failed, 0 cancelled, 1 pending of 1; still pending after 0.35 s",
+        "status": "error",
+        "error_type": "XaiBatchTimeoutError",
+        "error": {
+            "message": f"Timed out waiting for the batch: batch {batch_id}: 0 succeeded, 0 failed, 0 cancelled, "
+            "1 pending of 1; still pending after 0.35 s"
+        },
     }
     assert len(batch_gets(emulator, batch_id)) >= 2
 
@@ -297,7 +318,64 @@ async def test_deferring_operator_submits_defers_without_the_key_and_stores_afte
 # --------------------------------------------------------------------------- XaiGenerateImagesTrigger
 
 
+def planned_trigger(hook: XaiHook, output_uri: str, prompts: list[str], **limits: Any):
+    """A trigger as the operator defers one: its plan written into the task's folder, its URI and digest kept."""
+    folder = task_output_path(output_uri, RUN_ID, "generate", -1)
+    requests = {index: hook.build_request(prompt, n=2) for index, prompt in enumerate(prompts)}
+    plan = GenerationPlan(
+        requests=PlannedRequests.of(requests, prompts), price_usd_ticks=PRICE_TICKS, on_moderation="skip", **limits
+    )
+    uri, digest = plan.save(folder)
+    return XaiGenerateImagesTrigger(plan_uri=uri, plan_digest=digest), folder, plan
+
+
+def test_generate_trigger_serializes_only_where_its_plan_is(hook: XaiHook, output_uri: str) -> None:
+    trigger, folder, _ = planned_trigger(hook, output_uri, [f"kite {index}" for index in range(100)])
+
+    classpath, kwargs = trigger.serialize()
+
+    assert classpath == "airflow_provider_xai_image.triggers.generate.XaiGenerateImagesTrigger"
+    digest = hashlib.sha256((folder / "plan.json").read_bytes()).hexdigest()
+    assert kwargs == {"plan_uri": f"{folder}/plan.json", "plan_digest": digest, "xai_conn_id": "xai_default"}
+    assert rebuilt(trigger).serialize() == (classpath, kwargs)
+
+
+async def test_generate_trigger_runs_its_plan_from_s3_and_refuses_a_plan_changed_since(
+    hook: XaiHook, emulator: XaiEmulator, output_uri: str, moto_s3, s3_bucket: str
+) -> None:
+    # s3fs is driven from a thread: inside the test's event loop it would start a loop of its own
+    trigger, folder, plan = await asyncio.to_thread(
+        planned_trigger, hook, output_uri, ["a lighthouse", "a harbour"], max_concurrency=1
+    )
+
+    [event] = await all_events(rebuilt(trigger))
+
+    assert event == {
+        "status": "success",
+        "requests": 2,
+        "elapsed_seconds": event["elapsed_seconds"],
+        "plan_digest": trigger.plan_digest,
+    }
+    fingerprints = plan.requests.fingerprints
+    prefix = f"images/{folder.parent.name}/generate/"
+    assert [key for key in moto_s3.keys(s3_bucket) if key.endswith(".jpg")] == [
+        f"{prefix}p{prompt:05d}-i{image:02d}-{fingerprints[prompt]}.jpg" for prompt in (0, 1) for image in (0, 1)
+    ]
+    assert emulator.images_billed == 4
+
+    # the plan in storage is replaced by another (a third prompt): the trigger refuses it and sends nothing
+    more = {**plan.requests.by_index, 2: plan.requests.template.model_copy(update={"prompt": "a third"})}
+    changed = plan.model_copy(update={"requests": PlannedRequests.of(more, [*plan.requests.prompts, "a third"])})
+    await asyncio.to_thread((folder / "plan.json").write_bytes, changed.model_dump_json().encode())
+    [refused] = await all_events(rebuilt(trigger))
+    assert (refused["status"], refused["error_type"]) == ("error", "XaiPlanError")
+    assert "its sha256 differs" in refused["error"]["message"]
+    assert emulator.images_billed == 4
+
+
 def generate_trigger(hook: XaiHook, output_uri: str, prompts: dict[int, tuple[str, int]], **kwargs: Any):
+    """A trigger as the previous version serialized it (requests, fingerprints, prices and prompts in its
+    kwargs): still run after an upgrade."""
     folder = task_output_path(output_uri, RUN_ID, "generate", -1)
     requests = {index: hook.build_request(prompt, n=n) for index, (prompt, n) in prompts.items()}
     trigger = XaiGenerateImagesTrigger(
@@ -335,25 +413,28 @@ def test_generate_trigger_serialize_round_trip(hook: XaiHook, output_uri: str) -
     again = rebuilt(trigger)
     assert type(again) is XaiGenerateImagesTrigger
     assert again.serialize() == (classpath, kwargs)
-    assert again.requests.keys() == again.fingerprints.keys() == {0, 3}  # int prompt indexes after the JSON trip
+    assert again.legacy is not None
+    assert again.legacy.requests.keys() == again.legacy.fingerprints.keys() == {0, 3}  # int indexes after the trip
     no_key_in(hook.settings.api_key.get_secret_value(), kwargs)
 
 
 async def test_generate_trigger_run_stores_images_yields_one_event_and_is_safe_to_run_twice(
     hook: XaiHook, emulator: XaiEmulator, output_uri: str, moto_s3, s3_bucket: str
 ) -> None:
-    trigger, folder, fingerprints = generate_trigger(hook, output_uri, {0: ("a lighthouse", 1), 1: ("a harbour", 2)})
+    # the previous operator gave every prompt the same request but for its prompt (here n=2)
+    trigger, folder, fingerprints = generate_trigger(hook, output_uri, {0: ("a lighthouse", 2), 1: ("a harbour", 2)})
 
     [event] = await all_events(rebuilt(trigger))
 
-    assert set(event) == {"status", "requests", "elapsed_seconds"}
-    assert (event["status"], event["requests"]) == ("success", 2)
+    assert set(event) == {"status", "requests", "elapsed_seconds", "plan_digest"}
+    assert (event["status"], event["requests"], event["plan_digest"]) == ("success", 2, None)  # no plan written
     assert 0 < event["elapsed_seconds"] < 60
     prefix = f"images/{folder.parent.name}/generate/"
     [records_key, *image_keys] = moto_s3.keys(s3_bucket)
     assert re.fullmatch(rf"{prefix}_records/p00000-[0-9a-f]{{12}}\.json", records_key)
     assert image_keys == [
         f"{prefix}p00000-i00-{fingerprints[0]}.jpg",
+        f"{prefix}p00000-i01-{fingerprints[0]}.jpg",
         f"{prefix}p00001-i00-{fingerprints[1]}.jpg",
         f"{prefix}p00001-i01-{fingerprints[1]}.jpg",
     ]
@@ -366,13 +447,13 @@ async def test_generate_trigger_run_stores_images_yields_one_event_and_is_safe_t
         fingerprints[1],
     )
     assert moto_s3.get_bytes(s3_bucket, image_keys[-1])[:3] == JPEG_MAGIC
-    assert emulator.images_billed == 3
+    assert emulator.images_billed == 4
     no_key_in(emulator.api_key, trigger.serialize(), event)
 
     # the triggerer runs it again (a restart): it resumes from the records and pays for nothing
     [second] = await all_events(rebuilt(trigger))
     assert (second["status"], second["requests"]) == ("success", 0)
-    assert emulator.images_billed == 3
+    assert emulator.images_billed == 4
     assert [key for key in moto_s3.keys(s3_bucket) if key.endswith(".jpg")] == image_keys
 
 

@@ -1,10 +1,12 @@
 """A deferrable generation whose trigger Airflow runs twice (triggerer restart, failover) pays once,
-stops when cancelled, and brings its typed error back to the worker."""
+stops when cancelled, and brings its typed error back to the worker; the trigger runs the worker's plan
+(a local source gone since is not read again), and a trigger of the previous version still runs."""
 
 from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,9 @@ from typing import Any
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
 from faults_support import context, generation_posts, images_in, manifest_of
+from support.images import jpeg_file
 
+from airflow_provider_xai_image.engine.plan import GenerationPlan
 from airflow_provider_xai_image.exceptions import XaiAuthError
 from airflow_provider_xai_image.operators.generate import XaiGenerateImagesOperator
 from airflow_provider_xai_image.testing import XaiEmulator
@@ -128,3 +132,70 @@ def test_the_worker_raises_the_typed_error_the_trigger_met(emulator: XaiEmulator
         op.execute_complete(ctx, event)
     assert isinstance(raised.value.__cause__, XaiAuthError)
     assert generation_posts(emulator) == 0
+
+
+def test_an_edit_whose_local_source_is_gone_after_deferral_still_runs_its_plan(
+    emulator: XaiEmulator, output_uri: str, tmp_path: Path
+) -> None:
+    source = jpeg_file(tmp_path / "worker-only" / "photo.jpg")
+    ctx = context()
+    op = operator(output_uri, prompt=["add a hat", "add a scarf"], n=1, source_images=[f"file://{source}"])
+    trigger = deferred_trigger(op, ctx)
+    source.unlink()  # the triggerer (and the worker finishing the task) no longer see the worker's file
+
+    event = asyncio.run(first_event(trigger))
+
+    assert event["status"] == "success", event
+    assert event["requests"] == 2
+    edits = [record for record in emulator.requests_log if record.path == "/v1/images/edits"]
+    assert len(edits) == 2
+    uris = op.execute_complete(ctx, event)  # fingerprints come from the plan: the source is not read again
+    assert len(uris) == 2
+    assert emulator.images_billed == 2
+
+
+def previous_version_kwargs(plan: GenerationPlan, folder: str, source_images: list[str]) -> dict[str, Any]:
+    """What the previous version's operator serialized for ``plan``: every request body without its sources,
+    fingerprints and prices by prompt index, every prompt, the source URIs."""
+    requests = plan.requests.by_index
+    return {
+        "requests": {
+            str(index): requests[index].model_dump(exclude={"source_images"}, exclude_none=True) for index in requests
+        },
+        "fingerprints": {str(index): value for index, value in enumerate(plan.requests.fingerprints)},
+        "prices": {str(index): plan.price_usd_ticks for index in requests},
+        "folder": folder,
+        "prompts": plan.requests.prompts,
+        "xai_conn_id": "xai_default",
+        "source_images": source_images,
+        "max_concurrency": plan.max_concurrency,
+        "on_moderation": plan.on_moderation,
+        "max_cost_usd": plan.max_cost_usd,
+    }
+
+
+def test_a_trigger_serialized_by_the_previous_version_runs_after_an_upgrade(
+    emulator: XaiEmulator, output_uri: str, tmp_path: Path
+) -> None:
+    source = f"file://{jpeg_file(tmp_path / 'sources' / 'photo.jpg')}"
+    ctx = context()
+    op = operator(output_uri, source_images=[source], max_cost_usd=5.0)
+    _, kwargs = deferred_trigger(op, ctx).serialize()
+    plan = GenerationPlan.load(kwargs["plan_uri"], kwargs["plan_digest"])
+    old = previous_version_kwargs(plan, kwargs["plan_uri"].rpartition("/")[0], [source])
+    Path(kwargs["plan_uri"].removeprefix("file://")).unlink()  # the previous version wrote no plan
+
+    trigger = XaiGenerateImagesTrigger(**json.loads(json.dumps(old)))
+    assert trigger.serialize()[1] == old
+    event = asyncio.run(first_event(trigger))
+
+    assert (event["status"], event["requests"], event["plan_digest"]) == ("success", 2, None)
+    assert emulator.images_billed == 4
+    uris = op.execute_complete(ctx, event)  # no plan: the worker reads the sources again, as before
+    assert len(uris) == 4
+    assert len(manifest_of(ctx)["images"]) == 4
+    assert {uri.rpartition("-")[2].partition(".")[0] for uri in uris} == set(plan.requests.fingerprints)
+    # and an event of the previous version's trigger (no plan digest) is understood the same way
+    old_event = {"status": "success", "requests": 0, "elapsed_seconds": 1.5}
+    assert op.execute_complete(context(), old_event) == uris
+    assert emulator.images_billed == 4

@@ -38,6 +38,7 @@ from operators_support import (
 )
 from support.images import jpeg_file, pixel_size
 
+from airflow_provider_xai_image.engine.plan import GenerationPlan
 from airflow_provider_xai_image.exceptions import (
     XaiBudgetExceededError,
     XaiContentFilteredError,
@@ -646,21 +647,30 @@ def test_trigger_serializes_without_key_or_image_bytes(xai_conn: XaiEmulator, tm
     assert xai_conn.api_key not in text
     assert "data:" not in text
     assert base64.b64encode(source_path.read_bytes()[:48]).decode() not in text
-    assert kwargs["source_images"] == [source]
-    assert kwargs["folder"] == f"file://{task_folder(tmp_path / 'out')}"
-    assert kwargs["prompts"] == prompts
-    assert kwargs["xai_conn_id"] == "xai_default"
-    assert kwargs["on_moderation"] == "skip"
-    assert kwargs["max_cost_usd"] == 1.0
-    assert kwargs["max_concurrency"] is None  # the default: the pace decides, bounded by the safety cap
-    assert kwargs["prices"] == {"0": PRICE_TICKS, "1": PRICE_TICKS}
-    assert kwargs["fingerprints"] == {str(index): value for index, value in fingerprints(op).items()}
-    assert {index: body["prompt"] for index, body in kwargs["requests"].items()} == {
-        "0": "Add a hat",
-        "1": "Add a scarf",
+    assert all(prompt not in text for prompt in prompts)
+    folder = task_folder(tmp_path / "out")
+    assert kwargs == {
+        "plan_uri": f"file://{folder}/plan.json",
+        "plan_digest": hashlib.sha256((folder / "plan.json").read_bytes()).hexdigest(),
+        "xai_conn_id": "xai_default",
     }
-    assert all(body["n"] == 2 for body in kwargs["requests"].values())
-    assert len(text) < 4096
+    # the plan, written once on the worker, holds what the trigger runs: the sources as read, not their URIs
+    assert xai_conn.api_key not in (folder / "plan.json").read_text()
+    plan = GenerationPlan.load(kwargs["plan_uri"], kwargs["plan_digest"])
+    encoded = base64.b64encode(source_path.read_bytes()).decode()
+    assert plan.requests.template.source_images == (f"data:image/jpeg;base64,{encoded}",)
+    assert plan.requests.prompts == prompts
+    assert plan.on_moderation == "skip"
+    assert plan.max_cost_usd == 1.0
+    assert plan.max_concurrency is None  # the default: the pace decides, bounded by the safety cap
+    assert plan.price_usd_ticks == PRICE_TICKS
+    assert plan.requests.fingerprints == list(fingerprints(op).values())
+    assert {index: request.prompt for index, request in plan.requests.by_index.items()} == {
+        0: "Add a hat",
+        1: "Add a scarf",
+    }
+    assert all(request.n == 2 for request in plan.requests.by_index.values())
+    assert len(text) < 512
     # nothing was generated before deferring (only the free key check and the price list were read)
     assert image_requests(xai_conn) == []
     assert [r.path for r in xai_conn.requests_log] == ["/v1/api-key", "/v1/image-generation-models"]
@@ -683,11 +693,13 @@ async def test_trigger_run_yields_one_small_success_event(xai_conn: XaiEmulator,
     images = [name for name in stored_files(folder) if IMAGE_NAME.match(name)]
     assert len(images) == 60
     assert not (folder / "manifest.json").exists()  # written on the worker, by execute_complete
+    assert (folder / "plan.json").exists()
     assert xai_conn.images_billed == 60
 
     uris = op.execute_complete(context, event.payload)
 
     assert len(uris) == 60
+    assert not (folder / "plan.json").exists()  # the plan (prompts, sources) goes once the manifest is written
     manifest = json.loads(read_uri(context["ti"].xcoms["manifest"]))
     check_manifest(manifest, read_uri, api_key=xai_conn.api_key, fingerprints=fingerprints(op))
     assert [image["prompt"] for image in manifest["images"]] == [prompt for prompt in prompts for _ in range(2)]

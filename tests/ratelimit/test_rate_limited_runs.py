@@ -24,6 +24,7 @@ from airflow.providers.common.compat.sdk import TaskDeferred
 from ratelimit_support import connect
 from support.task_context import make_task_context
 
+from airflow_provider_xai_image.engine.plan import GenerationPlan
 from airflow_provider_xai_image.exceptions import XaiPossiblyBilledError
 from airflow_provider_xai_image.operators.generate import XaiGenerateImagesOperator
 from airflow_provider_xai_image.testing import LoggedRequest, XaiEmulator
@@ -112,7 +113,8 @@ def test_a_rate_limited_deferrable_run_stores_every_image_once_and_slows_down(
     with pytest.raises(TaskDeferred) as deferred:
         task.execute(ctx)
     classpath, kwargs = deferred.value.trigger.serialize()
-    assert kwargs["max_concurrency"] is None  # the default: the safety cap
+    plan = GenerationPlan.load(kwargs["plan_uri"], kwargs["plan_digest"])
+    assert plan.max_concurrency is None  # the default: the safety cap
     module, _, name = classpath.rpartition(".")
     trigger: XaiGenerateImagesTrigger = getattr(importlib.import_module(module), name)(**kwargs)
 

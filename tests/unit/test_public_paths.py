@@ -62,17 +62,19 @@ def test_path_resolves(path: str) -> None:
 @pytest.mark.parametrize(
     ("trigger_path", "kwargs"),
     [
-        (f"{PACKAGE}.triggers.generate.XaiGenerateImagesTrigger", None),
+        (
+            f"{PACKAGE}.triggers.generate.XaiGenerateImagesTrigger",
+            {"plan_uri": "file:///data/run/task/plan.json", "plan_digest": "0" * 64, "xai_conn_id": "xai_default"},
+        ),
         (f"{PACKAGE}.triggers.batch.XaiBatchTrigger", {"batch_ids": ["batch_1"], "xai_conn_id": "xai_default"}),
     ],
 )
-def test_trigger_classpath_round_trips(trigger_path: str, kwargs: dict | None) -> None:
+def test_trigger_classpath_round_trips(trigger_path: str, kwargs: dict) -> None:
     trigger_class = import_string(trigger_path)
     assert f"{trigger_class.__module__}.{trigger_class.__qualname__}" == trigger_path
-    if kwargs is not None:
-        classpath, stored = trigger_class(**kwargs).serialize()
-        assert classpath == trigger_path
-        assert import_string(classpath)(**stored).serialize() == (classpath, stored)
+    classpath, stored = trigger_class(**kwargs).serialize()
+    assert classpath == trigger_path
+    assert import_string(classpath)(**stored).serialize() == (classpath, stored)
 
 
 def test_provider_info_modules_and_hook_resolve() -> None:
