@@ -25,7 +25,7 @@ from support.task_context import FakeStateStore, make_task_context
 from airflow_provider_xai_image.api.batch_files import batch_files
 from airflow_provider_xai_image.hooks.xai import XaiHook
 from airflow_provider_xai_image.testing import XaiEmulator
-from airflow_provider_xai_image.testing.records import RequestRecord
+from airflow_provider_xai_image.testing.records import LoggedRequest
 
 #: What the emulator says about a batch request whose prompt carries ``BATCH_FAILURE_MARKER``, as the
 #: provider records it: the text alone (error string, ``error_message``) or with xAI's code (error object).
@@ -62,7 +62,7 @@ def make_context(
     return make_task_context(task_id, dag_id=dag_id, run_id=run_id, state_store=state_store)
 
 
-def calls(emulator: XaiEmulator, method: str, path: str) -> list[RequestRecord]:
+def calls(emulator: XaiEmulator, method: str, path: str) -> list[LoggedRequest]:
     """The emulator's log of ``method path`` calls (``path`` without the query)."""
     return [r for r in emulator.requests_log if r.method == method and r.path == path]
 
@@ -72,7 +72,7 @@ def batches_created(emulator: XaiEmulator) -> int:
     return emulator.stats()["batches_created"]
 
 
-def image_downloads(emulator: XaiEmulator) -> list[RequestRecord]:
+def image_downloads(emulator: XaiEmulator) -> list[LoggedRequest]:
     return [r for r in emulator.requests_log if r.method == "GET" and r.path.startswith("/tmp-images/")]
 
 

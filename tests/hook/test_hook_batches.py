@@ -18,7 +18,7 @@ from airflow_provider_xai_image.api.images import ImageRequest
 from airflow_provider_xai_image.exceptions import XaiBadRequestError, XaiPossiblyBilledError
 from airflow_provider_xai_image.hooks.xai import XaiHook
 from airflow_provider_xai_image.testing import BATCH_FAILURE_MARKER, XaiEmulator
-from airflow_provider_xai_image.testing.records import RequestRecord
+from airflow_provider_xai_image.testing.records import LoggedRequest
 
 #: What the emulator answers for a batch request whose prompt holds ``[[fail]]`` (gRPC code 13).
 FAILURE = "Image generation failed (emulated failure)."
@@ -68,7 +68,7 @@ def finished(batch: Batch) -> bool:
     return batch.state.num_requests > 0 and batch.state.num_pending == 0
 
 
-def sent_to(emulator: XaiEmulator, method: str, path: str) -> list[RequestRecord]:
+def sent_to(emulator: XaiEmulator, method: str, path: str) -> list[LoggedRequest]:
     return [r for r in emulator.requests_log if (r.method, r.path) == (method, path)]
 
 
