@@ -158,6 +158,9 @@ class ImageGenerationResult(BaseModel):
     model: str
     cost_usd_ticks: int = 0
     error: str | None = None
+    #: Sends of the request before the one answered that may have reached xAI, and so may have been billed
+    #: besides ``cost_usd_ticks`` (only when the connection's ``max_ambiguous_retries`` allows re-sends).
+    possibly_billed_attempts: int = 0
 
     @property
     def cost_usd(self) -> float:

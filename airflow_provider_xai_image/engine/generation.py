@@ -99,10 +99,12 @@ class GenerationRun:
     def stored(
         self, index: int, request: ImageRequest, first_image_index: int, result: ImageGenerationResult, estimate: int
     ) -> RequestRecord:
-        """After an answer (blocking: downloads and uploads): store its images, record it, settle the budget."""
+        """After an answer (blocking: downloads and uploads): store its images, record it (with earlier sends
+        that may have been billed besides), settle the budget."""
         fingerprint = self.plan.requests.fingerprints[index]
-        record = self.store.store_result(index, request.prompt, result, fingerprint, first_image_index)
-        self.budget.settle(estimate, result.cost_usd_ticks)
+        possibly_billed = estimate * result.possibly_billed_attempts
+        record = self.store.store_result(index, request.prompt, result, fingerprint, first_image_index, possibly_billed)
+        self.budget.settle(estimate, result.cost_usd_ticks + possibly_billed)
         check_moderation([index] if record.filtered else [], self.plan.on_moderation)
         return record
 

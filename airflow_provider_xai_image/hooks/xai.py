@@ -261,7 +261,7 @@ class XaiHook(XaiBatchApi, XaiModelsApi, BaseHook):
             payload = send() if limiter is None else limiter.send(send)
         except XaiApiError as error:
             raise ambiguous.ending(error) from None
-        return parse_image_response(payload, request.model, request.n)
+        return self._image_result(payload, request, ambiguous)
 
     def _image_call(self, request: ImageRequest, limited: bool) -> tuple[AmbiguousAttempts, dict[str, Any]]:
         """The arguments of :meth:`call` (or :meth:`acall`) for an image request, and the count of its sends
@@ -271,6 +271,20 @@ class XaiHook(XaiBatchApi, XaiModelsApi, BaseHook):
         ambiguous = AmbiguousAttempts()
         arguments = {"method": "POST", "path": request.path, "json_body": request.body(), "paid": True}
         return ambiguous, {**arguments, "retry_rate_limits": not limited, "ambiguous": ambiguous}
+
+    def _image_result(
+        self, payload: dict[str, Any], request: ImageRequest, ambiguous: AmbiguousAttempts
+    ) -> ImageGenerationResult:
+        """The answer of an image request, with the earlier sends that may have been billed besides."""
+        result = parse_image_response(payload, request.model, request.n)
+        if not ambiguous.count:
+            return result
+        self.log.warning(
+            "%s answered after %d earlier attempt(s) that may have reached xAI: recorded as possibly billed.",
+            request.path,
+            ambiguous.count,
+        )
+        return result.model_copy(update={"possibly_billed_attempts": ambiguous.count})
 
     def download(self, url: str, sink: IO[bytes], *, max_bytes: int = MAX_IMAGE_BYTES) -> VerifiedImage:
         """
@@ -354,4 +368,4 @@ class XaiHook(XaiBatchApi, XaiModelsApi, BaseHook):
             payload = await (send() if limiter is None else limiter.send(send))
         except XaiApiError as error:
             raise ambiguous.ending(error) from None
-        return parse_image_response(payload, request.model, request.n)
+        return self._image_result(payload, request, ambiguous)

@@ -173,8 +173,10 @@ class ImageStore:
         result: ImageGenerationResult,
         fingerprint: str,
         first_image_index: int = 0,
+        possibly_billed_usd_ticks: int = 0,
     ) -> RequestRecord:
-        """Store every image of one response (numbered from ``first_image_index``) and record it.
+        """Store every image of one response (numbered from ``first_image_index``) and record it, with what
+        earlier sends of the request may have been billed (``possibly_billed_usd_ticks``).
 
         An image that cannot be had whole (cut, expired, not an image) is recorded as failed, never
         published; a storage failure raises :class:`XaiStorageError` with the image kept in the spool.
@@ -188,7 +190,14 @@ class ImageStore:
             for offset, image in enumerate(result.images)
         ]
         error = result.error or _failed_images(images)
-        record = request.model_copy(update={"cost_usd_ticks": result.cost_usd_ticks, "images": images, "error": error})
+        record = request.model_copy(
+            update={
+                "cost_usd_ticks": result.cost_usd_ticks,
+                "possibly_billed_usd_ticks": possibly_billed_usd_ticks,
+                "images": images,
+                "error": error,
+            }
+        )
         self.add_record(record)
         return record
 

@@ -173,6 +173,25 @@ def test_a_possibly_billed_request_counts_in_the_manifest_and_the_budget(
     assert emulator.images_billed <= 2 + 2
 
 
+def test_a_success_after_a_possibly_billed_send_records_that_send(
+    emulator: XaiEmulator, output_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_XAI_DEFAULT", conn_json(emulator, max_ambiguous_retries=1))
+    emulator.configure(generation_status_script=[500])  # xAI may have run the first send: it answered 500
+    ctx = context()
+    [uri] = generate(output_uri, prompt="a paper boat").execute(ctx)
+    assert generation_posts(emulator) == 2
+    manifest = manifest_of(ctx)
+    assert [image["uri"] for image in manifest["images"]] == [uri]
+    totals = manifest["totals"]
+    assert totals["cost_usd"] == pytest.approx(0.05)  # what xAI reported for the send that answered
+    assert totals["possibly_billed_usd"] == pytest.approx(0.05)  # and the send before it, at the estimate
+    # a budget that the possibly billed send passes stops the next task before it sends anything
+    with pytest.raises(AirflowFailException, match="max_cost_usd"):
+        generate(output_uri, prompt=["a paper boat", "a tin boat"], max_cost_usd=0.12).execute(context())
+    assert generation_posts(emulator) == 2
+
+
 # --------------------------------------------------------------------------- the spool
 
 

@@ -69,7 +69,9 @@ def test_a_trigger_run_twice_bills_once_and_lists_each_image_once(
     assert len(images_in(out)) == 4
 
 
-def test_a_trigger_killed_half_way_is_resumed_by_its_second_run(emulator: XaiEmulator, output_uri: str) -> None:
+def test_a_trigger_killed_half_way_is_resumed_by_its_second_run(
+    emulator: XaiEmulator, output_uri: str, out: Path
+) -> None:
     emulator.configure(latency=0.4)
     op = operator(output_uri, prompt=kites(6), n=1, max_concurrency=2)
     ctx = context()
@@ -78,7 +80,9 @@ def test_a_trigger_killed_half_way_is_resumed_by_its_second_run(emulator: XaiEmu
 
     async def interrupted() -> None:
         task = asyncio.create_task(first_event(trigger))
-        await asyncio.sleep(1.0)
+        async with asyncio.timeout(60):
+            while not images_in(out):  # killed once it has stored its first image
+                await asyncio.sleep(0.05)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

@@ -45,6 +45,17 @@ def test_max_ambiguous_retries_allows_one_resend(emulator: XaiEmulator, set_conn
     assert emulator.images_billed == 2
 
 
+def test_a_success_after_an_ambiguous_resend_says_the_earlier_send_may_have_been_billed(
+    emulator: XaiEmulator, set_connection: Callable[..., XaiHook]
+) -> None:
+    emulator.configure(status_script=[500])
+    result = set_connection(max_retries=3, max_ambiguous_retries=1).generate_images("a lighthouse")
+    assert len(result.images) == 1
+    assert result.possibly_billed_attempts == 1
+    assert posts(emulator) == 2
+    assert set_connection(max_retries=3).generate_images("a harbour").possibly_billed_attempts == 0
+
+
 @pytest.mark.parametrize("fault", [{"status_script": [500]}, {"status_script": [502]}, {"reset_connections": 1}])
 def test_ambiguous_failures_of_paid_requests_are_not_resent(
     emulator: XaiEmulator, set_connection: Callable[..., XaiHook], fault: dict[str, object]
