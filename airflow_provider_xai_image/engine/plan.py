@@ -109,7 +109,7 @@ class GenerationPlan(BaseModel):
                 "or split its prompts over mapped tasks"
             )
         try:
-            publish(folder.fs, f"{folder.path.rstrip('/')}/{PLAN_NAME}", data=data)
+            publish(folder.fs, _plan_path(folder), data=data)
         except Exception as error:
             raise XaiPlanError(f"Upload of {uri} failed: {type(error).__name__}: {error}") from error
         return uri, hashlib.sha256(data).hexdigest()
@@ -147,6 +147,11 @@ def plan_uri(folder: ObjectStoragePath) -> str:
     return f"{str(folder).rstrip('/')}/{PLAN_NAME}"
 
 
+def _plan_path(folder: ObjectStoragePath) -> str:
+    """The plan's path within its filesystem (what ``fs`` calls take)."""
+    return f"{folder.path.rstrip('/')}/{PLAN_NAME}"
+
+
 def remove_plan(folder: ObjectStoragePath, log: Any) -> None:
     """Remove a task instance's plan once its manifest is written (it holds the prompts and source images).
     Best effort: a plan left behind is a file no reader follows, and the next deferral replaces it.
@@ -155,7 +160,7 @@ def remove_plan(folder: ObjectStoragePath, log: Any) -> None:
     :param log: The task's logger.
     """
     try:
-        folder.fs.rm_file(f"{folder.path.rstrip('/')}/{PLAN_NAME}")
+        folder.fs.rm_file(_plan_path(folder))
     except FileNotFoundError:
         pass
     except Exception as error:

@@ -72,6 +72,8 @@ class ManifestIndex:
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
+        #: The manifest's folder: its images are the ones listed directly in it.
+        self.folder = uri.rpartition("/")[0]
         self.task_instance: TaskInstanceId | None = None
         #: ``parameters.output_uri``, when it is a string.
         self.output_uri: str | None = None
@@ -86,11 +88,6 @@ class ManifestIndex:
         self._values: dict[str, bytes] = {}
         self._pending_images: list[tuple[int, int | None, str | None, str]] = []
         self._pending_entries: list[tuple[str, int, str]] = []
-
-    @property
-    def folder(self) -> str:
-        """The manifest's folder: its images are the ones listed directly in it."""
-        return self.uri.rpartition("/")[0]
 
     def image_uri(self, name: str) -> str | None:
         """The URI of the image called ``name`` directly in :attr:`folder`, or None when the manifest

@@ -181,9 +181,7 @@ class ImageStore:
         An image that cannot be had whole (cut, expired, not an image) is recorded as failed, never
         published; a storage failure raises :class:`XaiStorageError` with the image kept in the spool.
         """
-        request = RequestRecord(
-            prompt_index=prompt_index, prompt=prompt, model=result.model, fingerprint=fingerprint, cost_usd_ticks=0
-        )
+        request = RequestRecord(prompt_index=prompt_index, prompt=prompt, model=result.model, fingerprint=fingerprint)
         share = result.cost_usd_ticks // max(1, len(result.images))
         images = [
             self._store_image(request, first_image_index + offset, image, share)
